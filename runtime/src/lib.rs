@@ -116,6 +116,20 @@ pub fn block_on<F: Future>(future: F) -> io::Result<F::Output> {
     }
 }
 
+/// Runs the blocking closure `f` on the calling thread, after checking that
+/// the thread may block (see [`check_blocking_allowed`]). On a worker of a
+/// multi-thread runtime it moves the worker's other tasks away first.
+///
+/// `what` names the call, for the error message.
+pub fn blocking<R>(what: &str, f: impl FnOnce() -> R) -> io::Result<R> {
+    check_blocking_allowed(what)?;
+    if Handle::try_current().is_ok() {
+        Ok(tokio::task::block_in_place(f))
+    } else {
+        Ok(f())
+    }
+}
+
 /// Like [`block_on`], but gives up after `timeout` with an
 /// [`io::ErrorKind::TimedOut`] error whose message names `what`.
 ///

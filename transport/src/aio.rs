@@ -1,0 +1,559 @@
+//! The async (tokio) face of the transport: the same streams and listeners
+//! as the blocking API, as futures.
+//!
+//! The blocking [`Listener`](crate::Listener) is built on this one; the
+//! blocking [`Stream`](crate::Stream) shares its sans-IO core
+//! ([`proto`](crate::proto)).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use transport::{aio, Identity};
+//!
+//! let listener = aio::Listener::bind(&Identity::generate(), "tcp://127.0.0.1:0").await?;
+//! let ep = listener.endpoints()[0];
+//! tokio::spawn(async move {
+//!     let mut s = listener.accept().await.unwrap();
+//!     let mut buf = [0u8; 5];
+//!     s.read_exact(&mut buf).await.unwrap();
+//!     s.write_all(&buf).await.unwrap();
+//! });
+//! let mut s = aio::Stream::direct_connect(&Identity::generate(), &ep, Duration::from_secs(5)).await?;
+//! s.write_all(b"hello").await?;
+//! let mut buf = [0u8; 5];
+//! s.read_exact(&mut buf).await?;
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::endpoint::{Endpoint, ListenEndpoint, Protocol, ToEndpoints, ToListenEndpoints};
+use crate::error::{Error, Result};
+use crate::handshake::{self, Responded};
+use crate::identity::{Identity, PublicKey};
+use crate::proto::{Opener, RecvBuf, Sealer, Session};
+
+/// How many plaintext bytes one write seals at most before handing them to
+/// the socket.
+pub(crate) const WRITE_BATCH: usize = 128 * 1024;
+
+/// An encrypted stream, async. See [`crate::Stream`] for the blocking one.
+pub struct Stream {
+    io: TcpStream,
+    rx: RecvBuf,
+    opener: Opener,
+    sealer: Sealer,
+    tx: Vec<u8>,
+    tx_pos: usize,
+    peer_key: PublicKey,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("aio::Stream")
+            .field("peer_addr", &self.peer_addr)
+            .field("peer_key", &self.peer_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    pub(crate) fn new(io: TcpStream, session: Session) -> io::Result<Stream> {
+        let peer_key = session.peer();
+        let peer_addr = io.peer_addr()?;
+        let local_addr = io.local_addr()?;
+        let (opener, sealer) = session.split();
+        Ok(Stream {
+            io,
+            rx: RecvBuf::new(),
+            opener,
+            sealer,
+            tx: Vec::new(),
+            tx_pos: 0,
+            peer_key,
+            peer_addr,
+            local_addr,
+        })
+    }
+
+    /// Connects to the first of `endpoints` that answers and completes the
+    /// encrypted handshake as `identity`. `timeout` bounds each attempt
+    /// (TCP connect plus handshake).
+    ///
+    /// # Errors
+    ///
+    /// The last attempt's error: [`Error::PeerKeyMismatch`] when the listener
+    /// does not hold the endpoint's key, [`Error::TimedOut`],
+    /// [`Error::Io`] when the connection is refused, and so on.
+    pub async fn direct_connect(
+        identity: &Identity,
+        endpoints: impl ToEndpoints,
+        timeout: Duration,
+    ) -> Result<Stream> {
+        let mut last = None;
+        for ep in endpoints.to_endpoints()? {
+            match connect_one(identity, &ep, timeout).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    log::debug!("connect to {ep} failed: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::InvalidEndpoint {
+            input: String::new(),
+            reason: "no endpoints given".into(),
+        }))
+    }
+
+    /// The peer's proven public key.
+    pub fn peer_public_key(&self) -> PublicKey {
+        self.peer_key
+    }
+
+    /// The peer's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// Our socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The carrier protocol.
+    pub fn protocol(&self) -> Protocol {
+        Protocol::Tcp
+    }
+
+    pub(crate) fn into_parts(self) -> (TcpStream, RecvBuf, Opener, Sealer, PublicKey) {
+        (self.io, self.rx, self.opener, self.sealer, self.peer_key)
+    }
+
+    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.tx_pos < self.tx.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.tx[self.tx_pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.tx_pos += n;
+        }
+        self.tx.clear();
+        self.tx_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+async fn connect_one(identity: &Identity, ep: &Endpoint, timeout: Duration) -> Result<Stream> {
+    if ep.protocol == Protocol::Utp {
+        return Err(Error::Unsupported(format!("uTP (connecting to {ep})")));
+    }
+    let attempt = async {
+        let mut io = TcpStream::connect(ep.addr)
+            .await
+            .map_err(|e| Error::io(format!("connecting to {ep}"), e))?;
+        io.set_nodelay(true)
+            .map_err(|e| Error::io(format!("setting TCP_NODELAY on {ep}"), e))?;
+        let session = handshake::initiate_async(&mut io, identity, ep, &[], timeout).await?;
+        Stream::new(io, session).map_err(|e| Error::io(format!("connected to {ep}"), e))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| Error::TimedOut {
+            what: format!("connecting to {ep}"),
+            after: timeout,
+        })?
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let out = buf.initialize_unfilled();
+            if let Some(n) = this.rx.read_plain(&mut this.opener, out)? {
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let spare = this.rx.spare();
+            let mut rb = ReadBuf::new(spare);
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            if n == 0 {
+                return Poll::Ready(if this.rx.at_frame_boundary() {
+                    Ok(())
+                } else {
+                    Err(mid_record_eof(this.peer_addr))
+                });
+            }
+            this.rx.filled(n);
+        }
+    }
+}
+
+pub(crate) fn mid_record_eof(peer: SocketAddr) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("{peer} closed the connection in the middle of a record"),
+    )
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        ready!(this.poll_send_pending(cx))?;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = this.sealer.seal(buf, &mut this.tx, WRITE_BATCH);
+        // Send what the socket takes now; the rest goes out on the next
+        // write, flush or shutdown.
+        if let Poll::Ready(Err(e)) = this.poll_send_pending(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_pending(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_pending(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Settings of a listener.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ListenerOptions {
+    /// How long an accepted connection may take to complete its handshake
+    /// before it is dropped (slow or silent peers). Default 10 s.
+    pub handshake_timeout: Duration,
+    /// How many handshakes may be in progress at once; connections beyond
+    /// that are closed at once. Default 256.
+    pub max_pending_handshakes: usize,
+    /// How many handshaken streams may wait for `accept`. Default 128.
+    pub accept_queue: usize,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            handshake_timeout: Duration::from_secs(10),
+            max_pending_handshakes: 256,
+            accept_queue: 128,
+        }
+    }
+}
+
+impl ListenerOptions {
+    /// Sets [`handshake_timeout`](ListenerOptions::handshake_timeout).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// Sets [`max_pending_handshakes`](ListenerOptions::max_pending_handshakes).
+    pub fn max_pending_handshakes(mut self, n: usize) -> Self {
+        self.max_pending_handshakes = n.max(1);
+        self
+    }
+
+    /// Sets [`accept_queue`](ListenerOptions::accept_queue).
+    pub fn accept_queue(mut self, n: usize) -> Self {
+        self.accept_queue = n.max(1);
+        self
+    }
+}
+
+/// A connection whose handshake completed, waiting for `accept`.
+pub(crate) struct Incoming {
+    pub(crate) io: TcpStream,
+    pub(crate) session: Session,
+    #[allow(dead_code)] // read by rendezvous matching (ListenerSet) later
+    pub(crate) payload: Vec<u8>,
+}
+
+/// Accepts encrypted connections, async. See [`crate::Listener`] for the
+/// blocking one.
+///
+/// Each bound socket has one accept task on the shared runtime; each
+/// connection's handshake is a task too, bounded by
+/// [`ListenerOptions::handshake_timeout`], so a slow or malicious peer never
+/// holds up the others. Dropping the listener stops the tasks and closes the
+/// sockets (from an ordinary thread, before the drop returns).
+pub struct Listener {
+    identity: Identity,
+    endpoints: Vec<Endpoint>,
+    local_addrs: Vec<SocketAddr>,
+    rx: Mutex<mpsc::Receiver<Incoming>>,
+    shutdown: watch::Sender<bool>,
+    tasks: std::sync::Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("aio::Listener")
+            .field("local_addrs", &self.local_addrs)
+            .field("public_key", &self.identity.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Binds every listen endpoint and starts accepting, with default
+    /// [`ListenerOptions`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the endpoint that could not be bound,
+    /// [`Error::Unsupported`] for uTP (not yet built).
+    pub async fn bind(identity: &Identity, endpoints: impl ToListenEndpoints) -> Result<Listener> {
+        Listener::bind_with(identity, endpoints, ListenerOptions::default()).await
+    }
+
+    /// Binds with explicit options.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Listener::bind).
+    pub async fn bind_with(
+        identity: &Identity,
+        endpoints: impl ToListenEndpoints,
+        options: ListenerOptions,
+    ) -> Result<Listener> {
+        let listen = endpoints.to_listen_endpoints()?;
+        if listen.is_empty() {
+            return Err(Error::InvalidEndpoint {
+                input: String::new(),
+                reason: "no listen endpoints given".into(),
+            });
+        }
+        let mut sockets = Vec::with_capacity(listen.len());
+        for le in &listen {
+            sockets.push(bind_tcp(le)?);
+        }
+        let (tx, rx) = mpsc::channel(options.accept_queue);
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut local_addrs = Vec::new();
+        let handshakes = Arc::new(Semaphore::new(options.max_pending_handshakes));
+        for sock in sockets {
+            let local = sock
+                .local_addr()
+                .map_err(|e| Error::io("reading a listener's local address", e))?;
+            local_addrs.push(local);
+            log::info!("listening on tcp://{local} as {}", identity.public_key());
+            tasks.spawn_on(
+                accept_loop(
+                    sock,
+                    identity.clone(),
+                    options.clone(),
+                    tx.clone(),
+                    shutdown.subscribe(),
+                    handshakes.clone(),
+                ),
+                crust_runtime::handle(),
+            );
+        }
+        let endpoints = listen_addrs_to_endpoints(&local_addrs, identity.public_key());
+        Ok(Listener {
+            identity: identity.clone(),
+            endpoints,
+            local_addrs,
+            rx: Mutex::new(rx),
+            shutdown,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+
+    pub(crate) async fn accept_incoming(&self) -> Result<Incoming> {
+        self.rx
+            .lock()
+            .await
+            .recv()
+            .await
+            .ok_or_else(|| Error::Closed("listener".into()))
+    }
+
+    /// Waits for the next connection whose handshake completed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the accept tasks ended.
+    pub async fn accept(&self) -> Result<Stream> {
+        loop {
+            let inc = self.accept_incoming().await?;
+            match Stream::new(inc.io, inc.session) {
+                Ok(s) => return Ok(s),
+                // The peer left between handshake and accept: take the next.
+                Err(e) => log::debug!("dropping a connection that closed before accept: {e}"),
+            }
+        }
+    }
+
+    /// The endpoints peers can dial: one per local address (an unspecified
+    /// bind address is expanded to the interfaces' addresses), each with our
+    /// public key.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// The bound local socket addresses.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// The identity this listener proves.
+    pub fn public_key(&self) -> PublicKey {
+        self.identity.public_key()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // On a runtime thread: never block. The tasks see the signal and
+            // close their sockets right after.
+            tasks.detach_all();
+        } else {
+            // From an ordinary thread: wait until the sockets are closed.
+            let _ =
+                crust_runtime::block_on(async move { while tasks.join_next().await.is_some() {} });
+        }
+    }
+}
+
+fn bind_tcp(le: &ListenEndpoint) -> Result<TcpListener> {
+    match le.protocol {
+        Protocol::Tcp => {}
+        Protocol::Utp => return Err(Error::Unsupported(format!("uTP (listening on {le})"))),
+    }
+    let fail = |e| Error::io(format!("binding {le}"), e);
+    let domain = socket2::Domain::for_address(le.addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+        .map_err(fail)?;
+    if le.addr.is_ipv6() {
+        sock.set_only_v6(true).map_err(fail)?;
+    }
+    sock.set_reuse_address(true).map_err(fail)?;
+    sock.set_nonblocking(true).map_err(fail)?;
+    sock.bind(&le.addr.into()).map_err(fail)?;
+    sock.listen(1024).map_err(fail)?;
+    let _guard = crust_runtime::handle().enter();
+    TcpListener::from_std(sock.into()).map_err(fail)
+}
+
+/// Expands unspecified addresses to the interfaces' addresses of the same
+/// family.
+pub(crate) fn listen_addrs_to_endpoints(addrs: &[SocketAddr], key: PublicKey) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for a in addrs {
+        if a.ip().is_unspecified() {
+            match if_addrs::get_if_addrs() {
+                Ok(ifs) => {
+                    for i in ifs {
+                        let ip = i.ip();
+                        if ip.is_ipv4() == a.is_ipv4() {
+                            let sa = SocketAddr::new(ip, a.port());
+                            out.push(Endpoint::new(Protocol::Tcp, sa, key));
+                        }
+                    }
+                }
+                Err(e) => log::warn!("cannot list interfaces to expand {a}: {e}"),
+            }
+        } else {
+            out.push(Endpoint::new(Protocol::Tcp, *a, key));
+        }
+    }
+    out.sort_by_key(|e| (!e.addr.ip().is_loopback(), e.addr));
+    out.dedup();
+    out
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    identity: Identity,
+    options: ListenerOptions,
+    tx: mpsc::Sender<Incoming>,
+    mut shutdown: watch::Receiver<bool>,
+    permits: Arc<Semaphore>,
+) {
+    let local = listener.local_addr().ok();
+    let identity = Arc::new(identity);
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            accepted = listener.accept() => {
+                let (mut io, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors or similar: back off, keep going.
+                        log::warn!("accepting on {local:?}: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    log::warn!(
+                        "closing connection from {peer}: {} handshakes already in progress",
+                        options.max_pending_handshakes
+                    );
+                    continue;
+                };
+                let _ = io.set_nodelay(true);
+                let identity = identity.clone();
+                let tx = tx.clone();
+                let limit = options.handshake_timeout;
+                handshakes.spawn(async move {
+                    let _permit = permit;
+                    let result = tokio::time::timeout(
+                        limit,
+                        handshake::respond_async(&mut io, &identity, Protocol::Tcp, peer),
+                    )
+                    .await;
+                    match result {
+                        Ok(Ok(Responded { session, payload })) => {
+                            log::debug!("accepted {} from {peer}", session.peer());
+                            let _ = tx.send(Incoming { io, session, payload }).await;
+                        }
+                        Ok(Err(e)) => log::debug!("handshake from {peer} failed: {e}"),
+                        Err(_) => log::debug!("handshake from {peer} timed out after {limit:?}"),
+                    }
+                });
+            }
+        }
+    }
+    handshakes.shutdown().await;
+    log::debug!("listener on {local:?} closed");
+}

@@ -1,0 +1,127 @@
+//! The error type of the transport crate.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::PublicKey;
+
+/// A `Result` whose error is the transport crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in a transport call. Every message says what failed and
+/// where, fit for a log line.
+///
+/// Errors convert into [`io::Error`] (with a matching [`io::ErrorKind`]) so
+/// they travel through `Read`/`Write` and `?` in `io::Result` code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed; `context` says which and on what.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing, e.g. "connecting to tcp://...".
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The peer at `addr` does not hold the private key for `expected`: the
+    /// endpoint we dialled names a key the listener does not have.
+    #[error("peer key mismatch: the listener at {addr} does not hold the key {expected}")]
+    PeerKeyMismatch {
+        /// The address we connected to.
+        addr: SocketAddr,
+        /// The key the endpoint named.
+        expected: PublicKey,
+    },
+    /// The peer speaks another version of the crust transport protocol.
+    #[error(
+        "protocol version mismatch with {addr}: we speak crust transport v{ours}, they speak v{theirs}"
+    )]
+    VersionMismatch {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Our version.
+        ours: u8,
+        /// Their version.
+        theirs: u8,
+    },
+    /// The encrypted handshake with `addr` failed for `reason`.
+    #[error("handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A network wait ran past its limit.
+    #[error("{what} timed out after {after:?}")]
+    TimedOut {
+        /// What we were waiting for.
+        what: String,
+        /// The limit that ran out.
+        after: Duration,
+    },
+    /// A string is not a valid endpoint.
+    #[error("invalid endpoint {input:?}: {reason}")]
+    InvalidEndpoint {
+        /// The text that was parsed.
+        input: String,
+        /// Which part is wrong and why.
+        reason: String,
+    },
+    /// A public key is not 64 hex digits.
+    #[error("invalid public key: {0}")]
+    InvalidPublicKey(String),
+    /// An identity file could not be read, written or parsed.
+    #[error("identity file {path}: {reason}")]
+    Identity {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The call needs something this version does not have yet.
+    #[error("{0} is not yet supported")]
+    Unsupported(String),
+    /// The object was closed (its listener or stream was dropped).
+    #[error("{0} is closed")]
+    Closed(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The [`io::ErrorKind`] this error maps to.
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::Io { source, .. } => source.kind(),
+            Error::PeerKeyMismatch { .. } => io::ErrorKind::PermissionDenied,
+            Error::VersionMismatch { .. } | Error::Handshake { .. } => io::ErrorKind::InvalidData,
+            Error::TimedOut { .. } => io::ErrorKind::TimedOut,
+            Error::InvalidEndpoint { .. } | Error::InvalidPublicKey(_) => {
+                io::ErrorKind::InvalidInput
+            }
+            Error::Identity { .. } => io::ErrorKind::InvalidData,
+            Error::Unsupported(_) => io::ErrorKind::Unsupported,
+            Error::Closed(_) => io::ErrorKind::NotConnected,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        match e {
+            // Keep the OS error's kind and add our context.
+            Error::Io { .. } => io::Error::new(e.kind(), e),
+            _ => io::Error::new(e.kind(), e),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The blocking listener.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::aio::{self, ListenerOptions};
+use crate::endpoint::{Endpoint, ToListenEndpoints};
+use crate::error::{Error, Result};
+use crate::identity::{Identity, PublicKey};
+use crate::stream::Stream;
+
+/// Accepts encrypted connections, used like [`std::net::TcpListener`].
+///
+/// Accepting and the handshakes run as tasks on the shared runtime, so a slow
+/// or silent client never holds up the others, and connections are accepted
+/// between calls to [`accept`](Listener::accept). Dropping the listener
+/// closes its sockets before the drop returns.
+///
+/// ```
+/// use std::time::Duration;
+/// use transport::{Identity, Listener, Stream};
+///
+/// let server_id = Identity::generate();
+/// let client_id = Identity::generate();
+/// let listener = Listener::bind(&server_id, "tcp://127.0.0.1:0")?;
+/// let endpoint = listener.endpoints()[0];
+/// let dialler = client_id.clone();
+/// let client = std::thread::spawn(move || {
+///     Stream::direct_connect(&dialler, &endpoint, Duration::from_secs(5))
+/// });
+/// let server_side = listener.accept()?;
+/// let client_side = client.join().unwrap()?;
+/// assert_eq!(server_side.peer_public_key(), client_id.public_key());
+/// assert_eq!(client_side.peer_public_key(), server_id.public_key());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    inner: aio::Listener,
+}
+
+impl Listener {
+    /// Binds every listen endpoint (e.g. `"tcp://0.0.0.0:5483"`) and starts
+    /// accepting as `identity`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming the endpoint that could not be bound,
+    /// [`Error::InvalidEndpoint`], [`Error::Unsupported`] for uTP (not yet
+    /// built).
+    pub fn bind(identity: &Identity, endpoints: impl ToListenEndpoints) -> Result<Listener> {
+        Listener::bind_with(identity, endpoints, ListenerOptions::default())
+    }
+
+    /// Binds with explicit [`ListenerOptions`].
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Listener::bind).
+    pub fn bind_with(
+        identity: &Identity,
+        endpoints: impl ToListenEndpoints,
+        options: ListenerOptions,
+    ) -> Result<Listener> {
+        let listen = endpoints.to_listen_endpoints()?;
+        let inner = crust_runtime::block_on(aio::Listener::bind_with(identity, listen, options))
+            .map_err(|e| Error::io("transport::Listener::bind", e))??;
+        Ok(Listener { inner })
+    }
+
+    /// Blocks until a client has connected and completed the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] if the listener's tasks ended; an
+    /// [`Error::Io`] if called from a current-thread tokio runtime (use
+    /// [`aio::Listener`] there).
+    pub fn accept(&self) -> Result<Stream> {
+        self.accept_inner(None)
+    }
+
+    /// Like [`accept`](Listener::accept), but gives up after `timeout` with
+    /// [`Error::TimedOut`].
+    ///
+    /// # Errors
+    ///
+    /// As [`accept`](Listener::accept), plus [`Error::TimedOut`].
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Stream> {
+        self.accept_inner(Some(timeout))
+    }
+
+    fn accept_inner(&self, timeout: Option<Duration>) -> Result<Stream> {
+        loop {
+            let wait = self.inner.accept_incoming();
+            let incoming = match timeout {
+                None => crust_runtime::block_on(wait),
+                Some(t) => crust_runtime::block_on(async move {
+                    tokio::time::timeout(t, wait)
+                        .await
+                        .map_err(|_| Error::TimedOut {
+                            what: "accepting a connection".into(),
+                            after: t,
+                        })?
+                }),
+            }
+            .map_err(|e| Error::io("transport::Listener::accept", e))??;
+            let aio_stream = match aio::Stream::new(incoming.io, incoming.session) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::debug!("dropping a connection that closed before accept: {e}");
+                    continue;
+                }
+            };
+            return Stream::from_aio(aio_stream)
+                .map_err(|e| Error::io("accepting a connection", e));
+        }
+    }
+
+    /// An iterator over accepted streams; it never ends by itself (like
+    /// `TcpListener::incoming`).
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// The endpoints peers can dial, with our public key.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.inner.endpoints().to_vec()
+    }
+
+    /// The bound local socket addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.local_addrs().to_vec()
+    }
+
+    /// The public key this listener proves.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.public_key()
+    }
+}
+
+/// Iterator returned by [`Listener::incoming`].
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a Listener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Result<Stream>;
+
+    fn next(&mut self) -> Option<Result<Stream>> {
+        Some(self.listener.accept())
+    }
+}

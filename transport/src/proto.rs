@@ -1,0 +1,882 @@
+//! The sans-IO core of the encrypted transport: the Noise `IK` handshake and
+//! the record framing. Bytes in, bytes out: no sockets, no clocks, no tasks.
+//!
+//! # Wire format
+//!
+//! Every message on the wire is a *frame*: a 2-byte big-endian length, then
+//! that many bytes of body.
+//!
+//! 1. The initiator sends `MAGIC ‖ VERSION ‖ noise_msg1`. The Noise prologue
+//!    binds the protocol name, version and carrier (`tcp`/`utp`), so peers of
+//!    another version or carrier fail the handshake cleanly.
+//! 2. The responder answers `0 ‖ noise_msg2` on success, or a rejection
+//!    `code ‖ detail` and closes: [`REJECT_VERSION`] (detail: its version)
+//!    when the versions differ, [`REJECT_KEY`] when it cannot decrypt the
+//!    first message, which means the initiator dialled a key the responder
+//!    does not hold. A first frame without [`MAGIC`] is not ours and gets no
+//!    answer.
+//! 3. Then each record is one frame holding one Noise transport message:
+//!    ChaCha20-Poly1305 ciphertext with a 16-byte tag, at most
+//!    [`MAX_FRAME_LEN`] bytes. Nonces count up from zero in each direction,
+//!    so a replayed, reordered, dropped or altered frame fails authentication.
+//!
+//! # Example: a handshake and a record, with no I/O
+//!
+//! ```
+//! use transport::proto::{Initiator, Responder, RecvBuf};
+//! use transport::{Identity, Protocol};
+//!
+//! let (alice, bob) = (Identity::generate(), Identity::generate());
+//! let (initiator, msg1) = Initiator::start(&alice, &bob.public_key(), Protocol::Tcp, b"")?;
+//! let accepted = Responder::respond(&bob, Protocol::Tcp, &msg1[2..]).map_err(|r| r.error)?;
+//! assert_eq!(accepted.peer, alice.public_key());
+//! let alice_session = initiator.finish(&accepted.reply[2..])?;
+//!
+//! let (_, mut sealer) = alice_session.split();
+//! let (mut opener, _) = accepted.session.split();
+//! let mut wire = Vec::new();
+//! sealer.seal(b"hello", &mut wire, usize::MAX);
+//!
+//! let mut rx = RecvBuf::new();
+//! rx.spare()[..wire.len()].copy_from_slice(&wire);
+//! rx.filled(wire.len());
+//! let mut out = [0u8; 64];
+//! let n = rx.read_plain(&mut opener, &mut out)?.expect("a whole frame is buffered");
+//! assert_eq!(&out[..n], b"hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use snow::{Builder, HandshakeState, StatelessTransportState};
+
+use crate::endpoint::Protocol;
+use crate::identity::{Identity, PublicKey};
+
+/// The first four bytes of every crust transport connection.
+pub const MAGIC: [u8; 4] = *b"CRST";
+/// The transport protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// Rejection code: the responder speaks another version (detail: its version).
+pub const REJECT_VERSION: u8 = 1;
+/// Rejection code: the responder could not decrypt the first message, so the
+/// initiator dialled a key the responder does not hold.
+pub const REJECT_KEY: u8 = 2;
+/// The largest frame body (a Noise message).
+pub const MAX_FRAME_LEN: usize = 65535;
+/// The authentication tag every record carries.
+pub const TAG_LEN: usize = 16;
+/// The most plaintext one record carries.
+pub const MAX_RECORD_PLAINTEXT: usize = MAX_FRAME_LEN - TAG_LEN;
+/// The largest handshake frame a peer may send; longer ones are refused
+/// before their body is read.
+pub const MAX_HANDSHAKE_FRAME: usize = 512;
+/// The largest payload the initiator may carry in its first message.
+pub const MAX_HANDSHAKE_PAYLOAD: usize = 128;
+
+const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+const PROLOGUE_PREFIX: &[u8] = b"crust-transport/";
+/// Noise `IK` message 1 without payload: e (32) + encrypted s (48) + tag (16).
+const IK_MSG1_LEN: usize = 32 + 48 + 16;
+/// Noise `IK` message 2 without payload: e (32) + tag (16).
+const IK_MSG2_LEN: usize = 32 + 16;
+
+/// Why a handshake failed, as the core sees it (no addresses: the drivers
+/// add those).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The first frame does not start with [`MAGIC`]: not a crust peer.
+    NotCrust,
+    /// The peer speaks `theirs`, we speak [`VERSION`].
+    VersionMismatch {
+        /// The peer's version.
+        theirs: u8,
+    },
+    /// The responder does not hold the key we dialled (it said so, or we,
+    /// as responder, could not decrypt the first message).
+    KeyMismatch,
+    /// The peer rejected the handshake with a code we do not know.
+    Rejected {
+        /// The rejection code.
+        code: u8,
+    },
+    /// A handshake frame is malformed; the text says how.
+    Malformed(String),
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandshakeError::NotCrust => {
+                f.write_str("the peer is not a crust transport peer (bad magic)")
+            }
+            HandshakeError::VersionMismatch { theirs } => write!(
+                f,
+                "protocol version mismatch: we speak v{VERSION}, the peer speaks v{theirs}"
+            ),
+            HandshakeError::KeyMismatch => f.write_str(
+                "peer key mismatch: the responder does not hold the key the initiator dialled",
+            ),
+            HandshakeError::Rejected { code } => {
+                write!(f, "the peer rejected the handshake (code {code})")
+            }
+            HandshakeError::Malformed(why) => write!(f, "malformed handshake: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// Why a record could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A frame is too short to hold its authentication tag.
+    TooShort {
+        /// The frame's length.
+        len: usize,
+    },
+    /// A frame failed authentication: corrupted, forged, replayed or out of
+    /// order.
+    Authentication,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooShort { len } => write!(
+                f,
+                "malformed record: a {len}-byte frame cannot hold its {TAG_LEN}-byte tag"
+            ),
+            FrameError::Authentication => f.write_str(
+                "record failed authentication (corrupted, forged, replayed or reordered frame)",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl From<FrameError> for std::io::Error {
+    fn from(e: FrameError) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+}
+
+fn prologue(protocol: Protocol) -> Vec<u8> {
+    let mut p = Vec::with_capacity(PROLOGUE_PREFIX.len() + 5);
+    p.extend_from_slice(PROLOGUE_PREFIX);
+    p.push(VERSION);
+    p.push(b'/');
+    p.extend_from_slice(protocol.scheme().as_bytes());
+    p
+}
+
+fn builder_params() -> snow::params::NoiseParams {
+    // Invariant: NOISE_PARAMS is a valid, supported pattern name (tested).
+    NOISE_PARAMS.parse().expect("valid Noise parameters")
+}
+
+/// Prepends the 2-byte length to `body`.
+fn framed(body_len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Vec<u8> {
+    let mut out = vec![0u8; 2 + body_len];
+    let n = fill(&mut out[2..]);
+    out.truncate(2 + n);
+    out[..2].copy_from_slice(&(n as u16).to_be_bytes());
+    out
+}
+
+/// The initiator's side of the handshake: it knows the responder's key.
+pub struct Initiator {
+    hs: HandshakeState,
+}
+
+impl Initiator {
+    /// Starts a handshake from `local` to the holder of `remote` over
+    /// `protocol`, carrying `payload` (at most [`MAX_HANDSHAKE_PAYLOAD`]
+    /// bytes, encrypted) to the responder. Returns the first frame to send,
+    /// length prefix included.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `payload` is longer than [`MAX_HANDSHAKE_PAYLOAD`]: that is
+    /// a bug in the caller, never network input.
+    pub fn start(
+        local: &Identity,
+        remote: &PublicKey,
+        protocol: Protocol,
+        payload: &[u8],
+    ) -> Result<(Initiator, Vec<u8>), HandshakeError> {
+        assert!(
+            payload.len() <= MAX_HANDSHAKE_PAYLOAD,
+            "handshake payload too long"
+        );
+        let p = prologue(protocol);
+        let mut hs = Builder::new(builder_params())
+            .local_private_key(local.secret_bytes())
+            .and_then(|b| b.remote_public_key(remote.as_bytes()))
+            .and_then(|b| b.prologue(&p))
+            .and_then(|b| b.build_initiator())
+            .map_err(|e| HandshakeError::Malformed(format!("cannot start Noise: {e}")))?;
+        let body_len = MAGIC.len() + 1 + IK_MSG1_LEN + payload.len();
+        let mut result = Ok(());
+        let frame = framed(body_len, |body| {
+            body[..4].copy_from_slice(&MAGIC);
+            body[4] = VERSION;
+            match hs.write_message(payload, &mut body[5..]) {
+                Ok(n) => 5 + n,
+                Err(e) => {
+                    result = Err(HandshakeError::Malformed(format!("Noise write: {e}")));
+                    0
+                }
+            }
+        });
+        result.map(|()| (Initiator { hs }, frame))
+    }
+
+    /// Completes the handshake with the body of the responder's answer frame
+    /// (without its length prefix).
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::KeyMismatch`] or [`HandshakeError::VersionMismatch`]
+    /// when the responder rejected us, [`HandshakeError::Malformed`] when the
+    /// answer does not decrypt.
+    pub fn finish(mut self, body: &[u8]) -> Result<Session, HandshakeError> {
+        let (&status, rest) = body
+            .split_first()
+            .ok_or_else(|| HandshakeError::Malformed("empty answer frame".into()))?;
+        match status {
+            0 => {}
+            REJECT_VERSION => {
+                return Err(HandshakeError::VersionMismatch {
+                    theirs: rest.first().copied().unwrap_or(0),
+                });
+            }
+            REJECT_KEY => return Err(HandshakeError::KeyMismatch),
+            code => return Err(HandshakeError::Rejected { code }),
+        }
+        if rest.len() < IK_MSG2_LEN {
+            return Err(HandshakeError::Malformed(format!(
+                "answer of {} bytes is shorter than a Noise IK message 2",
+                rest.len()
+            )));
+        }
+        let mut payload = [0u8; MAX_HANDSHAKE_FRAME];
+        self.hs
+            .read_message(rest, &mut payload)
+            .map_err(|e| HandshakeError::Malformed(format!("answer does not decrypt: {e}")))?;
+        Session::from_handshake(self.hs)
+    }
+}
+
+/// What a responder got from a good first message.
+pub struct Accepted {
+    /// The session, ready for records.
+    pub session: Session,
+    /// The answer frame to send, length prefix included.
+    pub reply: Vec<u8>,
+    /// The initiator's proven public key.
+    pub peer: PublicKey,
+    /// The payload the initiator sent in its first message.
+    pub payload: Vec<u8>,
+}
+
+/// A refused first message.
+#[derive(Debug)]
+pub struct Rejection {
+    /// Why.
+    pub error: HandshakeError,
+    /// A rejection frame to send before closing, if the peer deserves one.
+    pub reply: Option<Vec<u8>>,
+}
+
+/// The responder's side of the handshake.
+pub struct Responder;
+
+impl Responder {
+    /// Handles the body of the initiator's first frame (without its length
+    /// prefix) for `local` over `protocol`.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] saying why, with the frame to send back, if any.
+    pub fn respond(
+        local: &Identity,
+        protocol: Protocol,
+        body: &[u8],
+    ) -> Result<Accepted, Rejection> {
+        let reject = |error, reply| Rejection { error, reply };
+        if body.len() < MAGIC.len() + 1 || body[..4] != MAGIC {
+            return Err(reject(HandshakeError::NotCrust, None));
+        }
+        let theirs = body[4];
+        if theirs != VERSION {
+            return Err(reject(
+                HandshakeError::VersionMismatch { theirs },
+                Some(framed(2, |b| {
+                    b[0] = REJECT_VERSION;
+                    b[1] = VERSION;
+                    2
+                })),
+            ));
+        }
+        let msg1 = &body[5..];
+        if msg1.len() < IK_MSG1_LEN {
+            return Err(reject(
+                HandshakeError::Malformed(format!(
+                    "first message of {} bytes is shorter than a Noise IK message 1",
+                    msg1.len()
+                )),
+                None,
+            ));
+        }
+        let p = prologue(protocol);
+        let mut hs = Builder::new(builder_params())
+            .local_private_key(local.secret_bytes())
+            .and_then(|b| b.prologue(&p))
+            .and_then(|b| b.build_responder())
+            .map_err(|e| {
+                reject(
+                    HandshakeError::Malformed(format!("cannot start Noise: {e}")),
+                    None,
+                )
+            })?;
+        let mut payload = vec![0u8; MAX_HANDSHAKE_FRAME];
+        let n = match hs.read_message(msg1, &mut payload) {
+            Ok(n) => n,
+            Err(_) => {
+                return Err(reject(
+                    HandshakeError::KeyMismatch,
+                    Some(framed(1, |b| {
+                        b[0] = REJECT_KEY;
+                        1
+                    })),
+                ));
+            }
+        };
+        if n > MAX_HANDSHAKE_PAYLOAD {
+            return Err(reject(
+                HandshakeError::Malformed(format!("handshake payload of {n} bytes is too long")),
+                None,
+            ));
+        }
+        payload.truncate(n);
+        let peer = hs
+            .get_remote_static()
+            .and_then(PublicKey::from_slice)
+            .ok_or_else(|| reject(HandshakeError::Malformed("no initiator key".into()), None))?;
+        let mut result = Ok(());
+        let reply = framed(1 + IK_MSG2_LEN, |b| {
+            b[0] = 0;
+            match hs.write_message(&[], &mut b[1..]) {
+                Ok(n) => 1 + n,
+                Err(e) => {
+                    result = Err(HandshakeError::Malformed(format!("Noise write: {e}")));
+                    0
+                }
+            }
+        });
+        result.map_err(|e| reject(e, None))?;
+        let session = Session::from_handshake(hs).map_err(|e| reject(e, None))?;
+        Ok(Accepted {
+            session,
+            reply,
+            peer,
+            payload,
+        })
+    }
+}
+
+/// Checks a handshake frame's length prefix before its body is read.
+///
+/// # Errors
+///
+/// [`HandshakeError::Malformed`] for an empty frame or one longer than
+/// [`MAX_HANDSHAKE_FRAME`].
+pub fn check_handshake_frame_len(header: [u8; 2]) -> Result<usize, HandshakeError> {
+    let len = u16::from_be_bytes(header) as usize;
+    if len == 0 || len > MAX_HANDSHAKE_FRAME {
+        return Err(HandshakeError::Malformed(format!(
+            "handshake frame of {len} bytes (limit {MAX_HANDSHAKE_FRAME})"
+        )));
+    }
+    Ok(len)
+}
+
+/// An established session: the keys of both directions and the peer's key.
+pub struct Session {
+    state: Arc<StatelessTransportState>,
+    peer: PublicKey,
+}
+
+impl Session {
+    fn from_handshake(hs: HandshakeState) -> Result<Session, HandshakeError> {
+        let peer = hs
+            .get_remote_static()
+            .and_then(PublicKey::from_slice)
+            .ok_or_else(|| HandshakeError::Malformed("no peer key after handshake".into()))?;
+        let state = hs
+            .into_stateless_transport_mode()
+            .map_err(|e| HandshakeError::Malformed(format!("handshake incomplete: {e}")))?;
+        Ok(Session {
+            state: Arc::new(state),
+            peer,
+        })
+    }
+
+    /// The peer's proven public key.
+    pub fn peer(&self) -> PublicKey {
+        self.peer
+    }
+
+    /// The receiving and sending halves; each keeps its own nonce, so they
+    /// can be used from two threads at once.
+    pub fn split(self) -> (Opener, Sealer) {
+        (
+            Opener {
+                state: self.state.clone(),
+                nonce: 0,
+            },
+            Sealer {
+                state: self.state,
+                nonce: 0,
+            },
+        )
+    }
+}
+
+/// Encrypts records.
+pub struct Sealer {
+    state: Arc<StatelessTransportState>,
+    nonce: u64,
+}
+
+impl Sealer {
+    /// The nonce the next record will use.
+    pub(crate) fn nonce(&self) -> u64 {
+        self.nonce
+    }
+
+    /// Takes back records sealed from `nonce` on that never reached the
+    /// wire, so the next record reuses their nonce. Safe only because no
+    /// byte of those records was sent.
+    pub(crate) fn rewind_to(&mut self, nonce: u64) {
+        debug_assert!(nonce <= self.nonce);
+        self.nonce = nonce;
+    }
+
+    /// Encrypts a prefix of `plaintext` as frames appended to `out`, adding
+    /// at most about `budget` bytes (at least one frame when `plaintext` is
+    /// not empty). Returns how many plaintext bytes it took.
+    pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>, budget: usize) -> usize {
+        let mut taken = 0;
+        let mut added = 0;
+        while taken < plaintext.len() && (added == 0 || added < budget) {
+            let chunk = &plaintext[taken..][..(plaintext.len() - taken).min(MAX_RECORD_PLAINTEXT)];
+            let ct_len = chunk.len() + TAG_LEN;
+            let start = out.len();
+            out.resize(start + 2 + ct_len, 0);
+            out[start..start + 2].copy_from_slice(&(ct_len as u16).to_be_bytes());
+            // Invariant: the chunk fits a Noise message and `out` has room
+            // for it and its tag, which is all `write_message` checks; the
+            // nonce cannot reach 2^64 in any real stream.
+            let n = self
+                .state
+                .write_message(self.nonce, chunk, &mut out[start + 2..])
+                .expect("sealing a record of valid size cannot fail");
+            debug_assert_eq!(n, ct_len);
+            self.nonce += 1;
+            taken += chunk.len();
+            added += 2 + ct_len;
+        }
+        taken
+    }
+}
+
+/// Decrypts records.
+pub struct Opener {
+    state: Arc<StatelessTransportState>,
+    nonce: u64,
+}
+
+impl Opener {
+    /// Decrypts one frame body into `out`, which must be at least as long as
+    /// `body`. Returns the plaintext length.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError`] if the frame is too short or fails authentication.
+    pub fn open(&mut self, body: &[u8], out: &mut [u8]) -> Result<usize, FrameError> {
+        if body.len() < TAG_LEN {
+            return Err(FrameError::TooShort { len: body.len() });
+        }
+        debug_assert!(out.len() >= body.len());
+        let n = self
+            .state
+            .read_message(self.nonce, body, out)
+            .map_err(|_| FrameError::Authentication)?;
+        self.nonce += 1;
+        Ok(n)
+    }
+}
+
+/// The most ciphertext the receive buffer ever holds: two whole frames.
+const RECV_CAPACITY: usize = 2 * (2 + MAX_FRAME_LEN);
+/// The receive buffer's first size; it grows (to [`RECV_CAPACITY`]) only
+/// when frames or reads need more.
+const RECV_INITIAL: usize = 16 * 1024;
+/// Grow or compact before offering less room than this to a read.
+const MIN_READ: usize = 4096;
+
+/// The receive side's buffer: ciphertext read from the socket and plaintext
+/// not yet handed to the reader. It starts at 16 KiB and never exceeds two
+/// maximum frames plus one decrypted record: a peer cannot make it grow
+/// beyond that.
+///
+/// Protocol: put socket bytes into [`spare`](RecvBuf::spare), report them
+/// with [`filled`](RecvBuf::filled), then call
+/// [`read_plain`](RecvBuf::read_plain) until it returns `Ok(None)` (it needs
+/// more bytes).
+pub struct RecvBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    plain: Vec<u8>,
+    plain_start: usize,
+    plain_end: usize,
+    failed: Option<FrameError>,
+}
+
+impl Default for RecvBuf {
+    fn default() -> Self {
+        RecvBuf::new()
+    }
+}
+
+impl RecvBuf {
+    /// An empty buffer.
+    pub fn new() -> RecvBuf {
+        RecvBuf {
+            buf: vec![0u8; RECV_INITIAL],
+            start: 0,
+            end: 0,
+            plain: Vec::new(),
+            plain_start: 0,
+            plain_end: 0,
+            failed: None,
+        }
+    }
+
+    /// Room for more ciphertext. Never empty while no whole frame is
+    /// buffered.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        // Bytes needed from `start` for the next whole frame.
+        let need = if self.end - self.start >= 2 {
+            2 + u16::from_be_bytes([self.buf[self.start], self.buf[self.start + 1]]) as usize
+        } else {
+            2
+        };
+        if self.start > 0
+            && (self.buf.len() - self.start < need || self.buf.len() - self.end < MIN_READ)
+        {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < RECV_CAPACITY
+            && (self.buf.len() < need || self.buf.len() - self.end < MIN_READ)
+        {
+            let len = (self.buf.len() * 2)
+                .max(need)
+                .clamp(RECV_INITIAL, RECV_CAPACITY);
+            self.buf.resize(len, 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were written into [`spare`](RecvBuf::spare).
+    pub fn filled(&mut self, n: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+    }
+
+    /// Whether no partial frame is buffered: an end of stream here is clean.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Whether decrypted bytes are waiting.
+    pub fn has_plain(&self) -> bool {
+        self.plain_start < self.plain_end
+    }
+
+    fn next_frame_len(&self) -> Option<usize> {
+        let avail = self.end - self.start;
+        if avail < 2 {
+            return None;
+        }
+        let len = u16::from_be_bytes([self.buf[self.start], self.buf[self.start + 1]]) as usize;
+        (avail >= 2 + len).then_some(len)
+    }
+
+    /// Moves plaintext into `out`: first what is left of a decrypted record,
+    /// then as many whole buffered frames as fit. `Ok(None)` means more
+    /// ciphertext is needed first (or `out` is empty).
+    ///
+    /// # Errors
+    ///
+    /// The first [`FrameError`] met; the stream is unusable after it and
+    /// every later call returns the same error.
+    pub fn read_plain(
+        &mut self,
+        opener: &mut Opener,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, FrameError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if out.is_empty() {
+            return Ok(None);
+        }
+        if self.has_plain() {
+            let n = (self.plain_end - self.plain_start).min(out.len());
+            out[..n].copy_from_slice(&self.plain[self.plain_start..self.plain_start + n]);
+            self.plain_start += n;
+            return Ok(Some(n));
+        }
+        let mut written = 0;
+        while let Some(len) = self.next_frame_len() {
+            let body = self.start + 2..self.start + 2 + len;
+            let room = out.len() - written;
+            let result = if room >= len {
+                opener
+                    .open(&self.buf[body], &mut out[written..])
+                    .map(|n| (n, true))
+            } else if written == 0 {
+                if self.plain.len() < len {
+                    self.plain.resize(MAX_FRAME_LEN, 0);
+                }
+                opener
+                    .open(&self.buf[body], &mut self.plain)
+                    .map(|n| (n, false))
+            } else {
+                break;
+            };
+            match result {
+                Ok((n, direct)) => {
+                    self.start += 2 + len;
+                    if direct {
+                        written += n;
+                    } else {
+                        let give = n.min(out.len());
+                        out[..give].copy_from_slice(&self.plain[..give]);
+                        self.plain_start = give;
+                        self.plain_end = n;
+                        return Ok(Some(give));
+                    }
+                }
+                Err(e) => {
+                    self.failed = Some(e.clone());
+                    return if written > 0 {
+                        Ok(Some(written))
+                    } else {
+                        Err(e)
+                    };
+                }
+            }
+        }
+        Ok((written > 0).then_some(written))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Session, Session) {
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let (i, m1) = Initiator::start(&a, &b.public_key(), Protocol::Tcp, b"tok").unwrap();
+        let acc = Responder::respond(&b, Protocol::Tcp, &m1[2..]).unwrap();
+        assert_eq!(acc.payload, b"tok");
+        assert_eq!(acc.peer, a.public_key());
+        let s = i.finish(&acc.reply[2..]).unwrap();
+        assert_eq!(s.peer(), b.public_key());
+        (s, acc.session)
+    }
+
+    fn feed(rx: &mut RecvBuf, bytes: &[u8]) {
+        let mut off = 0;
+        while off < bytes.len() {
+            let spare = rx.spare();
+            let n = spare.len().min(bytes.len() - off);
+            spare[..n].copy_from_slice(&bytes[off..off + n]);
+            rx.filled(n);
+            off += n;
+        }
+    }
+
+    #[test]
+    fn params_parse() {
+        builder_params();
+    }
+
+    #[test]
+    fn records_round_trip_in_both_directions() {
+        let (a, b) = pair();
+        let (mut a_open, mut a_seal) = a.split();
+        let (mut b_open, mut b_seal) = b.split();
+        let mut wire = Vec::new();
+        let msg: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let mut taken = 0;
+        while taken < msg.len() {
+            taken += a_seal.seal(&msg[taken..], &mut wire, 70_000);
+        }
+        let mut rx = RecvBuf::new();
+        let mut got = Vec::new();
+        let mut off = 0;
+        let mut out = vec![0u8; 1000];
+        while got.len() < msg.len() {
+            match rx.read_plain(&mut b_open, &mut out).unwrap() {
+                Some(n) => got.extend_from_slice(&out[..n]),
+                None => {
+                    let spare = rx.spare();
+                    let n = spare.len().min(wire.len() - off).min(7777);
+                    spare[..n].copy_from_slice(&wire[off..off + n]);
+                    rx.filled(n);
+                    off += n;
+                }
+            }
+        }
+        assert_eq!(got, msg);
+        assert!(rx.at_frame_boundary());
+
+        wire.clear();
+        b_seal.seal(b"back", &mut wire, usize::MAX);
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire);
+        let mut out = [0u8; 100];
+        assert_eq!(rx.read_plain(&mut a_open, &mut out).unwrap(), Some(4));
+        assert_eq!(&out[..4], b"back");
+    }
+
+    #[test]
+    fn flipped_bit_fails_and_sticks() {
+        let (a, b) = pair();
+        let (_, mut seal) = a.split();
+        let (mut open, _) = b.split();
+        let mut wire = Vec::new();
+        seal.seal(b"hello", &mut wire, usize::MAX);
+        wire[5] ^= 1;
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire);
+        let mut out = [0u8; 64];
+        assert_eq!(
+            rx.read_plain(&mut open, &mut out),
+            Err(FrameError::Authentication)
+        );
+        assert_eq!(
+            rx.read_plain(&mut open, &mut out),
+            Err(FrameError::Authentication)
+        );
+    }
+
+    #[test]
+    fn replayed_frame_fails() {
+        let (a, b) = pair();
+        let (_, mut seal) = a.split();
+        let (mut open, _) = b.split();
+        let mut wire = Vec::new();
+        seal.seal(b"pay me", &mut wire, usize::MAX);
+        let once = wire.clone();
+        wire.extend_from_slice(&once);
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire);
+        let mut out = [0u8; 6];
+        assert_eq!(rx.read_plain(&mut open, &mut out), Ok(Some(6)));
+        assert_eq!(
+            rx.read_plain(&mut open, &mut out),
+            Err(FrameError::Authentication)
+        );
+    }
+
+    #[test]
+    fn short_frame_is_malformed() {
+        let (_, b) = pair();
+        let (mut open, _) = b.split();
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &[0, 3, 1, 2, 3]);
+        let mut out = [0u8; 64];
+        assert_eq!(
+            rx.read_plain(&mut open, &mut out),
+            Err(FrameError::TooShort { len: 3 })
+        );
+    }
+
+    #[test]
+    fn wrong_key_is_rejected_with_a_key_frame() {
+        let (a, b, c) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let (i, m1) = Initiator::start(&a, &c.public_key(), Protocol::Tcp, b"").unwrap();
+        let rej = Responder::respond(&b, Protocol::Tcp, &m1[2..])
+            .err()
+            .unwrap();
+        assert_eq!(rej.error, HandshakeError::KeyMismatch);
+        let reply = rej.reply.unwrap();
+        assert_eq!(
+            i.finish(&reply[2..]).err(),
+            Some(HandshakeError::KeyMismatch)
+        );
+    }
+
+    #[test]
+    fn carrier_is_bound_by_the_prologue() {
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let (_, m1) = Initiator::start(&a, &b.public_key(), Protocol::Utp, b"").unwrap();
+        assert!(Responder::respond(&b, Protocol::Tcp, &m1[2..]).is_err());
+    }
+
+    #[test]
+    fn version_and_magic_are_checked_first() {
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let (i, mut m1) = Initiator::start(&a, &b.public_key(), Protocol::Tcp, b"").unwrap();
+        m1[2 + 4] = 9;
+        let rej = Responder::respond(&b, Protocol::Tcp, &m1[2..])
+            .err()
+            .unwrap();
+        assert_eq!(rej.error, HandshakeError::VersionMismatch { theirs: 9 });
+        assert_eq!(
+            i.finish(&rej.reply.unwrap()[2..]).err(),
+            Some(HandshakeError::VersionMismatch { theirs: VERSION })
+        );
+        let rej = Responder::respond(&b, Protocol::Tcp, b"GET / HTTP/1.1\r\n")
+            .err()
+            .unwrap();
+        assert_eq!(rej.error, HandshakeError::NotCrust);
+        assert!(rej.reply.is_none());
+    }
+
+    #[test]
+    fn truncated_first_messages_are_malformed() {
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let (_, m1) = Initiator::start(&a, &b.public_key(), Protocol::Tcp, b"").unwrap();
+        for cut in 0..m1.len() - 2 {
+            assert!(Responder::respond(&b, Protocol::Tcp, &m1[2..2 + cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn handshake_frame_length_limits() {
+        assert!(check_handshake_frame_len([0, 0]).is_err());
+        assert!(check_handshake_frame_len([0xff, 0xff]).is_err());
+        assert_eq!(check_handshake_frame_len([0, 101]), Ok(101));
+    }
+}

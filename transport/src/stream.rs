@@ -1,0 +1,521 @@
+//! The blocking encrypted stream.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::aio::{self, WRITE_BATCH};
+use crate::endpoint::{Endpoint, Protocol, ToEndpoints};
+use crate::error::{Error, Result};
+use crate::handshake;
+use crate::identity::{Identity, PublicKey};
+use crate::proto::{Opener, RecvBuf, Sealer, Session};
+
+/// An encrypted, key-authenticated byte stream, used like
+/// [`std::net::TcpStream`].
+///
+/// Every byte is encrypted (ChaCha20-Poly1305 records after a Noise `IK`
+/// handshake) and the peer has proven it holds
+/// [`peer_public_key`](Stream::peer_public_key).
+///
+/// `Read` and `Write` run on the calling thread: the crypto and the system
+/// call happen right there and the kernel wakes the thread when data
+/// arrives; no buffer is passed to another thread. `&Stream` is `Read` and
+/// `Write` too, and [`split`](Stream::split) gives halves that two threads
+/// can use at once.
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use transport::{Endpoint, Identity, Stream};
+///
+/// let endpoint: Endpoint = std::env::args().nth(1).unwrap().parse()?;
+/// let mut stream = Stream::direct_connect(&Identity::generate(), &endpoint, Duration::from_secs(10))?;
+/// stream.write_all(b"ping")?;
+/// let mut reply = [0u8; 4];
+/// stream.read_exact(&mut reply)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Stream {
+    inner: Arc<Inner>,
+}
+
+/// The reading half of a [`Stream`], from [`Stream::split`].
+pub struct ReadStream {
+    inner: Arc<Inner>,
+}
+
+/// The writing half of a [`Stream`], from [`Stream::split`]. Dropping it
+/// shuts down the sending direction (the peer reads end of stream).
+pub struct WriteStream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sock: TcpStream,
+    peer_key: PublicKey,
+    peer_addr: SocketAddr,
+    local_addr: SocketAddr,
+    reader: Mutex<ReadState>,
+    writer: Mutex<WriteState>,
+}
+
+struct ReadState {
+    rx: RecvBuf,
+    opener: Opener,
+}
+
+struct WriteState {
+    sealer: Sealer,
+    /// Sealed records; `tx[sent..]` is not yet on the wire.
+    tx: Vec<u8>,
+    sent: usize,
+    /// Set when a write failed part way through a record: the stream cannot
+    /// be used for writing again.
+    broken: Option<io::ErrorKind>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the state inconsistent in
+    // a way that matters more than the panic itself.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Stream {
+    fn from_parts(
+        sock: TcpStream,
+        rx: RecvBuf,
+        opener: Opener,
+        sealer: Sealer,
+        peer_key: PublicKey,
+    ) -> io::Result<Stream> {
+        let peer_addr = sock.peer_addr()?;
+        let local_addr = sock.local_addr()?;
+        Ok(Stream {
+            inner: Arc::new(Inner {
+                sock,
+                peer_key,
+                peer_addr,
+                local_addr,
+                reader: Mutex::new(ReadState { rx, opener }),
+                writer: Mutex::new(WriteState {
+                    sealer,
+                    tx: Vec::new(),
+                    sent: 0,
+                    broken: None,
+                }),
+            }),
+        })
+    }
+
+    fn from_session(sock: TcpStream, session: Session) -> io::Result<Stream> {
+        let peer_key = session.peer();
+        let (opener, sealer) = session.split();
+        Stream::from_parts(sock, RecvBuf::new(), opener, sealer, peer_key)
+    }
+
+    /// Takes over an async stream (its socket leaves the runtime and becomes
+    /// a blocking socket).
+    ///
+    /// # Errors
+    ///
+    /// The OS error if the socket cannot be switched to blocking mode.
+    pub fn from_aio(stream: aio::Stream) -> io::Result<Stream> {
+        let (io, rx, opener, sealer, peer_key) = stream.into_parts();
+        let sock = io.into_std()?;
+        sock.set_nonblocking(false)?;
+        Stream::from_parts(sock, rx, opener, sealer, peer_key)
+    }
+
+    /// Connects to the first of `endpoints` that answers and completes the
+    /// encrypted handshake as `identity`, on the calling thread.
+    ///
+    /// `timeout` bounds each attempt: TCP connect plus handshake.
+    ///
+    /// # Errors
+    ///
+    /// The last attempt's error: [`Error::PeerKeyMismatch`] when the listener
+    /// does not hold the endpoint's key (it never hangs),
+    /// [`Error::VersionMismatch`], [`Error::TimedOut`], [`Error::Io`] (e.g.
+    /// connection refused), [`Error::Unsupported`] for uTP (not yet built).
+    pub fn direct_connect(
+        identity: &Identity,
+        endpoints: impl ToEndpoints,
+        timeout: Duration,
+    ) -> Result<Stream> {
+        let endpoints = endpoints.to_endpoints()?;
+        let mut last = None;
+        for ep in &endpoints {
+            let attempt = crust_runtime::blocking("transport::Stream::direct_connect", || {
+                connect_tcp(identity, ep, timeout)
+            })
+            .map_err(|e| Error::io("transport::Stream::direct_connect", e))
+            .and_then(|r| r);
+            match attempt {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    log::debug!("connect to {ep} failed: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::InvalidEndpoint {
+            input: String::new(),
+            reason: "no endpoints given".into(),
+        }))
+    }
+
+    /// Splits the stream into halves that two threads can use at once.
+    pub fn split(self) -> (ReadStream, WriteStream) {
+        (
+            ReadStream {
+                inner: self.inner.clone(),
+            },
+            WriteStream { inner: self.inner },
+        )
+    }
+
+    /// The peer's proven public key.
+    pub fn peer_public_key(&self) -> PublicKey {
+        self.inner.peer_key
+    }
+
+    /// The peer's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr
+    }
+
+    /// Our socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The carrier protocol.
+    pub fn protocol(&self) -> Protocol {
+        Protocol::Tcp
+    }
+
+    /// The endpoint of the peer: its protocol, address and key.
+    pub fn peer_endpoint(&self) -> Endpoint {
+        Endpoint::new(self.protocol(), self.peer_addr(), self.peer_public_key())
+    }
+
+    /// Limits how long a read waits; `None` waits forever. A read that times
+    /// out returns [`io::ErrorKind::TimedOut`] and the stream stays usable.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a zero duration, as for `TcpStream`.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.inner.sock.set_read_timeout(t)
+    }
+
+    /// Limits how long a write waits; `None` waits forever. See
+    /// [`Write for Stream`](#impl-Write-for-Stream) for what a timed-out
+    /// write leaves behind.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a zero duration, as for `TcpStream`.
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.inner.sock.set_write_timeout(t)
+    }
+
+    /// The read timeout.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        self.inner.sock.read_timeout()
+    }
+
+    /// The write timeout.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        self.inner.sock.write_timeout()
+    }
+
+    /// Shuts down reading, writing or both, as `TcpStream::shutdown`. Records
+    /// still queued after a timed-out write are sent first.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.inner.shutdown(how)
+    }
+}
+
+fn connect_tcp(identity: &Identity, ep: &Endpoint, timeout: Duration) -> Result<Stream> {
+    if ep.protocol == Protocol::Utp {
+        return Err(Error::Unsupported(format!("uTP (connecting to {ep})")));
+    }
+    let started = Instant::now();
+    let mut sock = TcpStream::connect_timeout(&ep.addr, timeout).map_err(|e| match e.kind() {
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::TimedOut {
+            what: format!("connecting to {ep}"),
+            after: timeout,
+        },
+        _ => Error::io(format!("connecting to {ep}"), e),
+    })?;
+    let setup = |sock: &TcpStream| -> io::Result<()> {
+        sock.set_nodelay(true)?;
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(1));
+        sock.set_read_timeout(Some(left))?;
+        sock.set_write_timeout(Some(left))
+    };
+    setup(&sock).map_err(|e| Error::io(format!("configuring the socket to {ep}"), e))?;
+    let session = handshake::initiate_blocking(&mut sock, identity, ep, &[], timeout)?;
+    let reset = |sock: &TcpStream| -> io::Result<()> {
+        sock.set_read_timeout(None)?;
+        sock.set_write_timeout(None)
+    };
+    reset(&sock).map_err(|e| Error::io(format!("configuring the socket to {ep}"), e))?;
+    log::debug!("connected to {ep}");
+    Stream::from_session(sock, session).map_err(|e| Error::io(format!("connected to {ep}"), e))
+}
+
+impl Inner {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut guard = lock(&self.reader);
+        let st = &mut *guard;
+        loop {
+            if let Some(n) = st.rx.read_plain(&mut st.opener, buf)? {
+                return Ok(n);
+            }
+            match (&self.sock).read(st.rx.spare()) {
+                Ok(0) if st.rx.at_frame_boundary() => return Ok(0),
+                Ok(0) => return Err(aio::mid_record_eof(self.peer_addr)),
+                Ok(n) => st.rx.filled(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_error("reading from", e, self.sock.read_timeout())),
+            }
+        }
+    }
+
+    fn io_error(
+        &self,
+        what: &str,
+        e: io::Error,
+        timeout: io::Result<Option<Duration>>,
+    ) -> io::Error {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{what} {} timed out after {:?}",
+                    self.peer_addr,
+                    timeout.ok().flatten().unwrap_or_default()
+                ),
+            ),
+            kind => io::Error::new(kind, format!("{what} {}: {e}", self.peer_addr)),
+        }
+    }
+
+    /// Sends `tx[sent..]`. On error, `sent` says how far it got.
+    fn send_pending(&self, st: &mut WriteState) -> io::Result<()> {
+        while st.sent < st.tx.len() {
+            match (&self.sock).write(&st.tx[st.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => st.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        st.tx.clear();
+        st.sent = 0;
+        Ok(())
+    }
+
+    fn is_timeout(e: &io::Error) -> bool {
+        matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )
+    }
+
+    fn write(&self, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let mut guard = lock(&self.writer);
+        let st = &mut *guard;
+        if let Some(kind) = st.broken {
+            return Err(io::Error::new(
+                kind,
+                format!(
+                    "the stream to {} failed earlier in the middle of a record",
+                    self.peer_addr
+                ),
+            ));
+        }
+        // Records left over from a timed-out write go first.
+        if let Err(e) = self.send_pending(st) {
+            return Err(self.write_failed(st, e));
+        }
+        let nonce = st.sealer.nonce();
+        let taken = st.sealer.seal(data, &mut st.tx, WRITE_BATCH);
+        match self.send_pending(st) {
+            Ok(()) => Ok(taken),
+            // Nothing reached the wire: take the records back and report the
+            // timeout; the caller may retry the same bytes.
+            Err(e) if Self::is_timeout(&e) && st.sent == 0 => {
+                st.sealer.rewind_to(nonce);
+                st.tx.clear();
+                Err(self.io_error("writing to", e, self.sock.write_timeout()))
+            }
+            // Part of the records went out: the bytes are accepted, the rest
+            // is sent by the next write, flush or shutdown.
+            Err(e) if Self::is_timeout(&e) => Ok(taken),
+            Err(e) => Err(self.write_failed(st, e)),
+        }
+    }
+
+    fn write_failed(&self, st: &mut WriteState, e: io::Error) -> io::Error {
+        if !Self::is_timeout(&e) {
+            st.broken = Some(e.kind());
+        }
+        self.io_error("writing to", e, self.sock.write_timeout())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        let mut guard = lock(&self.writer);
+        let st = &mut *guard;
+        self.send_pending(st).map_err(|e| self.write_failed(st, e))
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if how != Shutdown::Read {
+            self.flush()?;
+        }
+        self.sock.shutdown(how)
+    }
+}
+
+macro_rules! impl_read {
+    ($t:ty) => {
+        impl Read for $t {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.inner.read(buf)
+            }
+        }
+    };
+}
+
+macro_rules! impl_write {
+    ($t:ty) => {
+        /// A write seals up to 128 KiB of `buf` as records and sends them
+        /// before it returns. If the write timeout strikes before any of
+        /// them is sent, the write returns `TimedOut` and nothing was
+        /// written; if it strikes part way, the write returns the bytes it
+        /// took and the rest of their records goes out with the next write,
+        /// `flush` or `shutdown`.
+        impl Write for $t {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.inner.write(buf)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                self.inner.flush()
+            }
+        }
+    };
+}
+
+impl_read!(Stream);
+impl_read!(&Stream);
+impl_read!(ReadStream);
+impl_write!(Stream);
+impl_write!(&Stream);
+impl_write!(WriteStream);
+
+impl ReadStream {
+    /// The peer's proven public key.
+    pub fn peer_public_key(&self) -> PublicKey {
+        self.inner.peer_key
+    }
+
+    /// The peer's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr
+    }
+
+    /// Limits how long a read waits; see [`Stream::set_read_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a zero duration.
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.inner.sock.set_read_timeout(t)
+    }
+}
+
+impl WriteStream {
+    /// The peer's proven public key.
+    pub fn peer_public_key(&self) -> PublicKey {
+        self.inner.peer_key
+    }
+
+    /// The peer's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer_addr
+    }
+
+    /// Limits how long a write waits; see [`Stream::set_write_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a zero duration.
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.inner.sock.set_write_timeout(t)
+    }
+
+    /// Sends queued records and shuts down the sending direction.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.inner.shutdown(Shutdown::Write)
+    }
+}
+
+impl Drop for WriteStream {
+    fn drop(&mut self) {
+        let _ = self.inner.sock.shutdown(Shutdown::Write);
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("peer_addr", &self.inner.peer_addr)
+            .field("peer_key", &self.inner.peer_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ReadStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadStream")
+            .field("peer_addr", &self.inner.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for WriteStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteStream")
+            .field("peer_addr", &self.inner.peer_addr)
+            .finish_non_exhaustive()
+    }
+}
