@@ -496,7 +496,10 @@ impl Sealer {
     }
 }
 
-/// Decrypts records.
+/// Decrypts records. Cloning it gives another reader of the same direction
+/// (same key, same next nonce); a `Sealer` is deliberately not `Clone`, since
+/// two sealers would reuse nonces.
+#[derive(Clone)]
 pub struct Opener {
     state: Arc<StatelessTransportState>,
     nonce: u64,
