@@ -308,7 +308,13 @@ fn seal_rustcrypto() -> f64 {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is taken.
+    // `cargo bench` passes `--bench`; other arguments select sections
+    // (`rtt`, `bulk`); none runs everything.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let run = |section: &str| filters.is_empty() || filters.iter().any(|f| f == section);
     let started = Instant::now();
     println!(
         "# transport_echo: {} CPUs, runtime workers {}",
@@ -318,7 +324,7 @@ fn main() {
         crust_runtime::worker_threads()
     );
 
-    for n in [1usize, 16, 256] {
+    for n in [1usize, 16, 256].into_iter().filter(|_| run("rtt")) {
         let std_rate = rtt_std(n);
         let ours = rtt_crust(n, Server::Blocking);
         let ours_aio = rtt_crust(n, Server::Aio);
@@ -345,6 +351,13 @@ fn main() {
         );
     }
 
+    if run("bulk") {
+        bulk_section();
+    }
+    figure("bench_wall_time", started.elapsed().as_secs_f64(), "s");
+}
+
+fn bulk_section() {
     let mib = 1024.0 * 1024.0;
     let raw = bulk_std();
     let ours = bulk_crust();
@@ -379,5 +392,4 @@ fn main() {
         "ring / RustCrypto seal rate, for scale",
         0.0,
     );
-    figure("bench_wall_time", started.elapsed().as_secs_f64(), "s");
 }
