@@ -1,7 +1,7 @@
 //! Handshake drivers: the [`proto`](crate::proto) core over blocking and
 //! async byte streams.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -61,29 +61,6 @@ pub(crate) fn handshake_io_error(ep: &Endpoint, e: io::Error, timeout: Duration)
 fn frame_len(header: [u8; 2]) -> io::Result<usize> {
     proto::check_handshake_frame_len(header)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// Runs the initiator's side over a blocking stream whose timeouts bound it.
-pub(crate) fn initiate_blocking<S: Read + Write>(
-    io: &mut S,
-    local: &Identity,
-    ep: &Endpoint,
-    payload: &[u8],
-    timeout: Duration,
-) -> Result<Session, Error> {
-    let (initiator, msg1) = Initiator::start(local, &ep.public_key, ep.protocol, payload)
-        .map_err(|e| initiator_error(ep, e))?;
-    let io_err = |e| handshake_io_error(ep, e, timeout);
-    io.write_all(&msg1).map_err(io_err)?;
-    let mut header = [0u8; 2];
-    io.read_exact(&mut header).map_err(io_err)?;
-    let len = frame_len(header)
-        .map_err(|e| initiator_error(ep, HandshakeError::Malformed(e.to_string())))?;
-    let mut body = [0u8; proto::MAX_HANDSHAKE_FRAME];
-    io.read_exact(&mut body[..len]).map_err(io_err)?;
-    initiator
-        .finish(&body[..len])
-        .map_err(|e| initiator_error(ep, e))
 }
 
 /// Runs the initiator's side over an async stream. The caller bounds it

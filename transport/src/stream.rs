@@ -3,14 +3,13 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::aio::{self, WRITE_BATCH};
 use crate::endpoint::{Endpoint, Protocol, ToEndpoints};
 use crate::error::{Error, Result};
-use crate::handshake;
 use crate::identity::{Identity, PublicKey};
-use crate::proto::{Opener, RecvBuf, Sealer, Session};
+use crate::proto::{Opener, RecvBuf, Sealer};
 
 /// An encrypted, key-authenticated byte stream, used like
 /// [`std::net::TcpStream`].
@@ -109,12 +108,6 @@ impl Stream {
         })
     }
 
-    fn from_session(sock: TcpStream, session: Session) -> io::Result<Stream> {
-        let peer_key = session.peer();
-        let (opener, sealer) = session.split();
-        Stream::from_parts(sock, RecvBuf::new(), opener, sealer, peer_key)
-    }
-
     /// Takes over an async stream (its socket leaves the runtime and becomes
     /// a blocking socket).
     ///
@@ -129,41 +122,31 @@ impl Stream {
     }
 
     /// Connects to the first of `endpoints` that answers and completes the
-    /// encrypted handshake as `identity`, on the calling thread.
+    /// encrypted handshake as `identity`.
     ///
-    /// `timeout` bounds each attempt: TCP connect plus handshake.
+    /// `timeout` bounds each attempt: TCP connect plus handshake. The
+    /// handshake runs on the shared runtime (the same code as
+    /// [`aio::Stream::direct_connect`]); the stream it returns is then a
+    /// plain blocking socket read and written from the calling thread.
     ///
     /// # Errors
     ///
     /// The last attempt's error: [`Error::PeerKeyMismatch`] when the listener
     /// does not hold the endpoint's key (it never hangs),
     /// [`Error::VersionMismatch`], [`Error::TimedOut`], [`Error::Io`] (e.g.
-    /// connection refused), [`Error::Unsupported`] for uTP (not yet built).
+    /// connection refused), [`Error::Unsupported`] for uTP (not yet built),
+    /// and an [`Error::Io`] naming the `aio` alternative when called from a
+    /// current-thread tokio runtime.
     pub fn direct_connect(
         identity: &Identity,
         endpoints: impl ToEndpoints,
         timeout: Duration,
     ) -> Result<Stream> {
         let endpoints = endpoints.to_endpoints()?;
-        let mut last = None;
-        for ep in &endpoints {
-            let attempt = crust_runtime::blocking("transport::Stream::direct_connect", || {
-                connect_tcp(identity, ep, timeout)
-            })
-            .map_err(|e| Error::io("transport::Stream::direct_connect", e))
-            .and_then(|r| r);
-            match attempt {
-                Ok(s) => return Ok(s),
-                Err(e) => {
-                    log::debug!("connect to {ep} failed: {e}");
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| Error::InvalidEndpoint {
-            input: String::new(),
-            reason: "no endpoints given".into(),
-        }))
+        let stream =
+            crust_runtime::block_on(aio::Stream::direct_connect(identity, endpoints, timeout))
+                .map_err(|e| Error::io("transport::Stream::direct_connect", e))??;
+        Stream::from_aio(stream).map_err(|e| Error::io("taking over a connected stream", e))
     }
 
     /// Splits the stream into halves that two threads can use at once.
@@ -249,37 +232,6 @@ impl Stream {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.shutdown(how)
     }
-}
-
-fn connect_tcp(identity: &Identity, ep: &Endpoint, timeout: Duration) -> Result<Stream> {
-    if ep.protocol == Protocol::Utp {
-        return Err(Error::Unsupported(format!("uTP (connecting to {ep})")));
-    }
-    let started = Instant::now();
-    let mut sock = TcpStream::connect_timeout(&ep.addr, timeout).map_err(|e| match e.kind() {
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::TimedOut {
-            what: format!("connecting to {ep}"),
-            after: timeout,
-        },
-        _ => Error::io(format!("connecting to {ep}"), e),
-    })?;
-    let setup = |sock: &TcpStream| -> io::Result<()> {
-        sock.set_nodelay(true)?;
-        let left = timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(left))?;
-        sock.set_write_timeout(Some(left))
-    };
-    setup(&sock).map_err(|e| Error::io(format!("configuring the socket to {ep}"), e))?;
-    let session = handshake::initiate_blocking(&mut sock, identity, ep, &[], timeout)?;
-    let reset = |sock: &TcpStream| -> io::Result<()> {
-        sock.set_read_timeout(None)?;
-        sock.set_write_timeout(None)
-    };
-    reset(&sock).map_err(|e| Error::io(format!("configuring the socket to {ep}"), e))?;
-    log::debug!("connected to {ep}");
-    Stream::from_session(sock, session).map_err(|e| Error::io(format!("connected to {ep}"), e))
 }
 
 impl Inner {
