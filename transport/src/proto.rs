@@ -47,9 +47,10 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
 
-use snow::{Builder, HandshakeState, StatelessTransportState};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use snow::{Builder, HandshakeState};
+use zeroize::Zeroize;
 
 use crate::endpoint::Protocol;
 use crate::identity::{Identity, PublicKey};
@@ -268,7 +269,7 @@ impl Initiator {
         self.hs
             .read_message(rest, &mut payload)
             .map_err(|e| HandshakeError::Malformed(format!("answer does not decrypt: {e}")))?;
-        Session::from_handshake(self.hs)
+        Session::from_handshake(self.hs, true)
     }
 }
 
@@ -380,7 +381,7 @@ impl Responder {
             }
         });
         result.map_err(|e| reject(e, None))?;
-        let session = Session::from_handshake(hs).map_err(|e| reject(e, None))?;
+        let session = Session::from_handshake(hs, false).map_err(|e| reject(e, None))?;
         Ok(Accepted {
             session,
             reply,
@@ -407,24 +408,46 @@ pub fn check_handshake_frame_len(header: [u8; 2]) -> Result<usize, HandshakeErro
 }
 
 /// An established session: the keys of both directions and the peer's key.
+///
+/// Records are Noise transport messages (ChaCha20-Poly1305, empty
+/// associated data, the nonce as 32 zero bits then a 64-bit little-endian
+/// counter), sealed and opened in place with `ring`.
 pub struct Session {
-    state: Arc<StatelessTransportState>,
+    send: LessSafeKey,
+    recv: LessSafeKey,
     peer: PublicKey,
 }
 
+fn noise_nonce(n: u64) -> Nonce {
+    let mut bytes = [0u8; 12];
+    bytes[4..].copy_from_slice(&n.to_le_bytes());
+    Nonce::assume_unique_for_key(bytes)
+}
+
+fn chacha_key(bytes: &[u8; 32]) -> LessSafeKey {
+    // Invariant: a 32-byte key is the right length for ChaCha20-Poly1305.
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, bytes).expect("32-byte key"))
+}
+
 impl Session {
-    fn from_handshake(hs: HandshakeState) -> Result<Session, HandshakeError> {
+    fn from_handshake(mut hs: HandshakeState, initiator: bool) -> Result<Session, HandshakeError> {
+        if !hs.is_handshake_finished() {
+            return Err(HandshakeError::Malformed("handshake incomplete".into()));
+        }
         let peer = hs
             .get_remote_static()
             .and_then(PublicKey::from_slice)
             .ok_or_else(|| HandshakeError::Malformed("no peer key after handshake".into()))?;
-        let state = hs
-            .into_stateless_transport_mode()
-            .map_err(|e| HandshakeError::Malformed(format!("handshake incomplete: {e}")))?;
-        Ok(Session {
-            state: Arc::new(state),
-            peer,
-        })
+        // Noise Split(): the first key encrypts initiator to responder.
+        let (mut k1, mut k2) = hs.dangerously_get_raw_split();
+        let (send, recv) = if initiator {
+            (chacha_key(&k1), chacha_key(&k2))
+        } else {
+            (chacha_key(&k2), chacha_key(&k1))
+        };
+        k1.zeroize();
+        k2.zeroize();
+        Ok(Session { send, recv, peer })
     }
 
     /// The peer's proven public key.
@@ -432,16 +455,16 @@ impl Session {
         self.peer
     }
 
-    /// The receiving and sending halves; each keeps its own nonce, so they
-    /// can be used from two threads at once.
+    /// The receiving and sending halves; each has its own key and nonce, so
+    /// they can be used from two threads at once.
     pub fn split(self) -> (Opener, Sealer) {
         (
             Opener {
-                state: self.state.clone(),
+                key: self.recv,
                 nonce: 0,
             },
             Sealer {
-                state: self.state,
+                key: self.send,
                 nonce: 0,
             },
         )
@@ -450,7 +473,7 @@ impl Session {
 
 /// Encrypts records.
 pub struct Sealer {
-    state: Arc<StatelessTransportState>,
+    key: LessSafeKey,
     nonce: u64,
 }
 
@@ -480,14 +503,15 @@ impl Sealer {
             let start = out.len();
             out.resize(start + 2 + ct_len, 0);
             out[start..start + 2].copy_from_slice(&(ct_len as u16).to_be_bytes());
-            // Invariant: the chunk fits a Noise message and `out` has room
-            // for it and its tag, which is all `write_message` checks; the
-            // nonce cannot reach 2^64 in any real stream.
-            let n = self
-                .state
-                .write_message(self.nonce, chunk, &mut out[start + 2..])
+            let body = &mut out[start + 2..start + 2 + chunk.len()];
+            body.copy_from_slice(chunk);
+            // Invariant: ring refuses only inputs longer than ChaCha20's
+            // 256 GiB limit; a record is at most 64 KiB.
+            let tag = self
+                .key
+                .seal_in_place_separate_tag(noise_nonce(self.nonce), Aad::empty(), body)
                 .expect("sealing a record of valid size cannot fail");
-            debug_assert_eq!(n, ct_len);
+            out[start + 2 + chunk.len()..start + 2 + ct_len].copy_from_slice(tag.as_ref());
             self.nonce += 1;
             taken += chunk.len();
             added += 2 + ct_len;
@@ -501,7 +525,7 @@ impl Sealer {
 /// two sealers would reuse nonces.
 #[derive(Clone)]
 pub struct Opener {
-    state: Arc<StatelessTransportState>,
+    key: LessSafeKey,
     nonce: u64,
 }
 
@@ -516,13 +540,27 @@ impl Opener {
         if body.len() < TAG_LEN {
             return Err(FrameError::TooShort { len: body.len() });
         }
-        debug_assert!(out.len() >= body.len());
-        let n = self
-            .state
-            .read_message(self.nonce, body, out)
+        let buf = &mut out[..body.len()];
+        buf.copy_from_slice(body);
+        self.open_in_place(buf)
+    }
+
+    /// Decrypts one frame body in place; the plaintext is then the first
+    /// returned-length bytes of `body`.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError`] if the frame is too short or fails authentication.
+    pub fn open_in_place(&mut self, body: &mut [u8]) -> Result<usize, FrameError> {
+        if body.len() < TAG_LEN {
+            return Err(FrameError::TooShort { len: body.len() });
+        }
+        let plain = self
+            .key
+            .open_in_place(noise_nonce(self.nonce), Aad::empty(), body)
             .map_err(|_| FrameError::Authentication)?;
         self.nonce += 1;
-        Ok(n)
+        Ok(plain.len())
     }
 }
 
@@ -626,6 +664,56 @@ impl RecvBuf {
         }
         let len = u16::from_be_bytes([self.buf[self.start], self.buf[self.start + 1]]) as usize;
         (avail >= 2 + len).then_some(len)
+    }
+
+    /// Whether the next record can be read from the socket straight into a
+    /// caller's buffer of `out_len` bytes, skipping this buffer: `Some(len)`
+    /// (the frame body's length) when the buffer holds exactly one frame
+    /// header and nothing else and `out_len >= len`.
+    ///
+    /// The driver then reads exactly `len` bytes into `out[..len]` (and may
+    /// read up to 2 more bytes, the next header, into a side buffer), and
+    /// calls [`finish_direct`](RecvBuf::finish_direct), or
+    /// [`abort_direct`](RecvBuf::abort_direct) if the read stops part way.
+    pub fn direct_frame_len(&self, out_len: usize) -> Option<usize> {
+        if self.failed.is_some() || self.has_plain() || self.end - self.start != 2 {
+            return None;
+        }
+        let len = u16::from_be_bytes([self.buf[self.start], self.buf[self.start + 1]]) as usize;
+        (len >= TAG_LEN && out_len >= len).then_some(len)
+    }
+
+    /// Completes a direct read: `body` is the whole frame body, `next` the
+    /// 0 to 2 bytes read after it. Decrypts in place and returns the
+    /// plaintext length (the plaintext is the start of `body`).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_plain`](RecvBuf::read_plain); the error sticks.
+    pub fn finish_direct(
+        &mut self,
+        opener: &mut Opener,
+        body: &mut [u8],
+        next: &[u8],
+    ) -> Result<usize, FrameError> {
+        debug_assert!(next.len() <= 2);
+        self.start = 0;
+        self.end = next.len();
+        self.buf[..next.len()].copy_from_slice(next);
+        opener
+            .open_in_place(body)
+            .inspect_err(|e| self.failed = Some(e.clone()))
+    }
+
+    /// Gives up a direct read part way (a timeout): the `got` bytes of the
+    /// body already read go back behind the header, so nothing is lost.
+    pub fn abort_direct(&mut self, got: &[u8]) {
+        let need = self.end + got.len();
+        if self.buf.len() < need {
+            self.buf.resize(need.max(RECV_INITIAL), 0);
+        }
+        self.buf[self.end..need].copy_from_slice(got);
+        self.end = need;
     }
 
     /// Moves plaintext into `out`: first what is left of a decrypted record,
@@ -766,6 +854,77 @@ mod tests {
         let mut out = [0u8; 100];
         assert_eq!(rx.read_plain(&mut a_open, &mut out).unwrap(), Some(4));
         assert_eq!(&out[..4], b"back");
+    }
+
+    #[test]
+    fn records_are_noise_transport_messages() {
+        // Our ring-based records must be exactly what a Noise library makes:
+        // open ours with snow's transport state from the same handshake.
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let p = prologue(Protocol::Tcp);
+        let mut i = Builder::new(builder_params())
+            .local_private_key(a.secret_bytes())
+            .unwrap()
+            .remote_public_key(b.public_key().as_bytes())
+            .unwrap()
+            .prologue(&p)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut r = Builder::new(builder_params())
+            .local_private_key(b.secret_bytes())
+            .unwrap()
+            .prologue(&p)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let mut m = [0u8; 256];
+        let mut pl = [0u8; 256];
+        let n = i.write_message(&[], &mut m).unwrap();
+        r.read_message(&m[..n], &mut pl).unwrap();
+        let n = r.write_message(&[], &mut m).unwrap();
+        i.read_message(&m[..n], &mut pl).unwrap();
+        let snow_r = {
+            let (k1, k2) = r.dangerously_get_raw_split();
+            let _ = (k1, k2);
+            r.into_stateless_transport_mode().unwrap()
+        };
+        let (_, mut sealer) = Session::from_handshake(i, true).unwrap().split();
+        let mut wire = Vec::new();
+        sealer.seal(b"first", &mut wire, usize::MAX);
+        sealer.seal(b"second", &mut wire, usize::MAX);
+        let mut out = [0u8; 64];
+        let n = snow_r.read_message(0, &wire[2..2 + 21], &mut out).unwrap();
+        assert_eq!(&out[..n], b"first");
+        let n = snow_r.read_message(1, &wire[25..], &mut out).unwrap();
+        assert_eq!(&out[..n], b"second");
+    }
+
+    #[test]
+    fn direct_reads_skip_the_buffer() {
+        let (a, b) = pair();
+        let (_, mut seal) = a.split();
+        let (mut open, _) = b.split();
+        let mut wire = Vec::new();
+        seal.seal(&[1u8; 1000], &mut wire, usize::MAX);
+        seal.seal(&[2u8; 500], &mut wire, usize::MAX);
+        let mut rx = RecvBuf::new();
+        // Only the first header is buffered: a direct read is offered.
+        feed(&mut rx, &wire[..2]);
+        assert_eq!(rx.direct_frame_len(100), None, "too small a buffer");
+        assert_eq!(rx.direct_frame_len(4096), Some(1016));
+        let mut out = vec![0u8; 4096];
+        out[..1016].copy_from_slice(&wire[2..1018]);
+        let n = rx
+            .finish_direct(&mut open, &mut out[..1016], &wire[1018..1020])
+            .unwrap();
+        assert_eq!(&out[..n], &[1u8; 1000][..]);
+        // The next header came with it: direct again; abort part way.
+        assert_eq!(rx.direct_frame_len(4096), Some(516));
+        rx.abort_direct(&wire[1020..1100]);
+        feed(&mut rx, &wire[1100..]);
+        let n = rx.read_plain(&mut open, &mut out).unwrap().unwrap();
+        assert_eq!(&out[..n], &[2u8; 500][..]);
     }
 
     #[test]

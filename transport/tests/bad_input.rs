@@ -237,3 +237,29 @@ fn silent_listener_times_out_the_connect() {
     assert!(matches!(e, transport::Error::TimedOut { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::TimedOut);
 }
+
+#[test]
+fn read_timeout_in_the_middle_of_a_record_loses_nothing() {
+    let (_, listener, ep) = listener();
+    let mut c = RawClient::connect(&ep);
+    let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+    let rec = c.record(&payload);
+    let mut s = listener.accept_timeout(T).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut out = vec![0u8; 8192];
+    // The header alone, then part of the body: reads time out, twice.
+    c.sock.write_all(&rec[..2]).unwrap();
+    assert_eq!(s.read(&mut out).unwrap_err().kind(), ErrorKind::TimedOut);
+    c.sock.write_all(&rec[2..1500]).unwrap();
+    assert_eq!(s.read(&mut out).unwrap_err().kind(), ErrorKind::TimedOut);
+    // The rest arrives: the whole record reads back intact.
+    c.sock.write_all(&rec[1500..]).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut got = Vec::new();
+    while got.len() < payload.len() {
+        let n = s.read(&mut out).unwrap();
+        got.extend_from_slice(&out[..n]);
+    }
+    assert_eq!(got, payload);
+}
