@@ -169,7 +169,9 @@ fn rtt_crust(n: usize, kind: Server) -> f64 {
 }
 
 /// One writer thread pushing 256 KiB writes, one reader counting bytes.
-fn bulk<R, W>(reader: R, writer: W) -> f64
+/// Prints the CPU time each thread spent per GiB moved (user + system),
+/// which shows where a bulk transfer's cost goes on a loaded machine.
+fn bulk<R, W>(name: &str, reader: R, writer: W) -> f64
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
@@ -179,10 +181,15 @@ where
     let mut reader = reader;
     let r = thread::spawn(move || {
         let mut buf = vec![0u8; BULK_CHUNK];
+        let cpu0 = thread_cpu_seconds();
+        let mut total = 0u64;
         loop {
             match reader.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => m.add(n as u64),
+                Ok(0) | Err(_) => return cpu_per_gib(cpu0, total),
+                Ok(n) => {
+                    m.add(n as u64);
+                    total += n as u64;
+                }
             }
         }
     });
@@ -190,17 +197,53 @@ where
     let mut writer = writer;
     let w = thread::spawn(move || {
         let buf = vec![0x5au8; BULK_CHUNK];
+        let cpu0 = thread_cpu_seconds();
+        let mut total = 0u64;
         while !m.stopped() {
             if writer.write_all(&buf).is_err() {
-                return;
+                break;
             }
+            total += buf.len() as u64;
         }
+        cpu_per_gib(cpu0, total)
         // Dropping the writer ends the stream.
     });
     let rate = meter.measure(WARMUP, WINDOW);
-    w.join().unwrap();
-    r.join().unwrap();
+    let w_cpu = w.join().unwrap();
+    let r_cpu = r.join().unwrap();
+    figure(&format!("{name}_writer_cpu"), w_cpu, "cpu_s/GiB");
+    figure(&format!("{name}_reader_cpu"), r_cpu, "cpu_s/GiB");
     rate
+}
+
+/// CPU time (user + system) of the calling thread, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name: utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn cpu_per_gib(cpu0: f64, bytes: u64) -> f64 {
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    if gib > 0.0 {
+        (thread_cpu_seconds() - cpu0) / gib
+    } else {
+        0.0
+    }
 }
 
 fn bulk_std() -> f64 {
@@ -209,7 +252,7 @@ fn bulk_std() -> f64 {
     c.set_nodelay(true).unwrap();
     let (s, _) = l.accept().unwrap();
     s.set_nodelay(true).unwrap();
-    bulk(s, c)
+    bulk("bulk_std_tcp", s, c)
 }
 
 fn bulk_crust() -> f64 {
@@ -218,7 +261,7 @@ fn bulk_crust() -> f64 {
     let ep = l.endpoints()[0];
     let c = Stream::direct_connect(&Identity::generate(), ep, CONNECT_TIMEOUT).unwrap();
     let s = l.accept().unwrap();
-    bulk(s, c)
+    bulk("bulk_crust", s, c)
 }
 
 fn bulk_crust_aio() -> f64 {
