@@ -1,0 +1,1 @@
+//! The tokio face of uTP (in progress).
