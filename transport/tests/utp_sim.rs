@@ -321,10 +321,8 @@ fn ledbat_keeps_queue_near_target_and_link_busy() {
             sim.net.reset_stats();
             measuring = true;
         }
-        if measuring {
-            if let Some(d) = sim.eps[0].connection(a).unwrap().queuing_delay() {
-                delays.push(d);
-            }
+        if measuring && let Some(d) = sim.eps[0].connection(a).unwrap().queuing_delay() {
+            delays.push(d);
         }
         assert!(sim.step());
     }

@@ -544,6 +544,21 @@ impl Connection {
     pub fn unacked_bytes(&self) -> usize {
         self.send_buf.len() + self.inflight_bytes
     }
+    /// Whether `poll_transmit` may have something to send (an ack, a window
+    /// update, data, a FIN or a RESET): owners that batch commands use it
+    /// to decide whether to wake their driver.
+    pub fn wants_transmit(&self) -> bool {
+        self.ack_pending
+            || self.reset_pending
+            || self.need_resend > 0
+            || !self.send_buf.is_empty()
+            || (self.close_requested && !self.fin_sent)
+    }
+    /// Whether nothing of ours is left to deliver: failed, closed, or our
+    /// FIN (after all data) was acked.
+    pub fn is_done_sending(&self) -> bool {
+        matches!(self.state, State::Failed | State::Closed) || self.fin_acked
+    }
     /// Whether everything written (and the FIN, if closing) was acked.
     pub fn is_flushed(&self) -> bool {
         self.send_buf.is_empty() && self.inflight.is_empty()

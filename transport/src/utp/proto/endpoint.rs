@@ -198,6 +198,13 @@ impl Endpoint {
         self.conns.len()
     }
 
+    /// Whether every connection is done sending (see
+    /// [`Connection::is_done_sending`]): a driver whose owner is gone may
+    /// stop then.
+    pub fn all_done_sending(&self) -> bool {
+        self.conns.values().all(|e| e.conn.is_done_sending()) && self.resets.is_empty()
+    }
+
     /// The connection behind `h`, if it still exists.
     pub fn connection(&self, h: ConnectionHandle) -> Option<&Connection> {
         self.conns.get(&h).map(|e| &e.conn)
