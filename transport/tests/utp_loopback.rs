@@ -238,3 +238,22 @@ async fn rendezvous_with_wrong_nonce_fails() {
     assert_eq!(eb.kind(), std::io::ErrorKind::TimedOut, "{eb}");
     assert!(eb.to_string().contains("rendezvous"), "{eb}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_stream_still_delivers_its_data_then_fin() {
+    {
+        let server = UtpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
+        let sender = tokio::spawn(async move {
+            let client = UtpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let mut c = client.connect(addr).await.unwrap();
+            c.write_all(&[1u8; 300_000]).await.unwrap();
+            // Dropped without shutdown, with data still unacked.
+        });
+        let (mut s, _) = server.accept().await.unwrap();
+        sender.await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), 300_000);
+    }
+}
