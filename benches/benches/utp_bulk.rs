@@ -75,6 +75,14 @@ async fn ours_bulk(len: usize) -> Duration {
     });
     let mut c = client.connect(addr).await.unwrap();
     let d = timed_send(&mut c, len).await;
+    if std::env::var("UTP_BULK_DEBUG").is_ok() {
+        eprintln!(
+            "ours: {:?} cwnd {} rtt {:?}",
+            c.stats(),
+            c.congestion_window(),
+            c.rtt()
+        );
+    }
     srv.await.unwrap();
     d
 }

@@ -51,6 +51,9 @@ use super::proto::{ConnectionHandle, Endpoint, EndpointConfig, MAX_DATAGRAM};
 /// running to deliver data and FINs still unacknowledged.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
 
+/// Requested kernel send and receive buffer of the UDP socket.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Datagrams read per driver turn before transmitting (bounds latency and
 /// coalesces acks).
 const RECV_BATCH: usize = 64;
@@ -125,6 +128,11 @@ impl UtpSocket {
         config: EndpointConfig,
     ) -> io::Result<UtpSocket> {
         socket.set_nonblocking(true)?;
+        // Bulk transfers arrive in bursts: a small kernel buffer drops
+        // them (the kernel caps these at net.core.[rw]mem_max).
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
         let local = socket.local_addr()?;
         let socket = {
             let _guard = crust_runtime::handle().enter();
@@ -296,6 +304,25 @@ impl UtpStream {
             c.abort();
         }
         self.shared.notify.notify_one();
+    }
+
+    /// The connection's counters (packets, retransmits, timeouts, ...).
+    pub fn stats(&self) -> super::proto::Stats {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .map(|c| c.stats().clone())
+            .unwrap_or_default()
+    }
+
+    /// The connection's congestion window in bytes.
+    pub fn congestion_window(&self) -> usize {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .map_or(0, |c| c.congestion_window())
     }
 
     /// Round-trip time estimate, once measured.

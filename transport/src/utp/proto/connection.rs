@@ -202,6 +202,7 @@ struct Sent {
     kind: PacketType,
     payload: Vec<u8>,
     sent_at: Instant,
+    sent_order: u64,
     transmissions: u32,
     need_resend: bool,
     acked: bool,
@@ -315,7 +316,8 @@ pub struct Connection {
     /// Loss reactions wait until the ack passes this sequence number.
     recovery_until: Option<u16>,
     /// Packets below this were fast-resent already in this recovery.
-    fast_resend_from: u16,
+    /// Counts transmissions, to order them.
+    send_counter: u64,
     reset_pending: bool,
 
     // Receiving.
@@ -394,7 +396,7 @@ impl Connection {
             fin_acked: false,
             dup_acks: 0,
             recovery_until: None,
-            fast_resend_from: isn,
+            send_counter: 0,
             reset_pending: false,
             read_buf: VecDeque::new(),
             reorder: VecDeque::new(),
@@ -680,6 +682,7 @@ impl Connection {
             kind,
             payload,
             sent_at: now,
+            sent_order: 0,
             transmissions: 0,
             need_resend: true,
             acked: false,
@@ -862,19 +865,28 @@ impl Connection {
                     progress = true;
                 }
             }
-            // Resend holes with at least three selectively acked packets
-            // after them (libutp), each once per recovery.
-            let mut count = 0u32;
+            // A hole is lost once at least three packets sent after its
+            // last transmission were selectively acked (libutp's rule of
+            // three, made safe for holes that were already resent).
+            let mut top = [0u64; SACK_RESEND_THRESHOLD as usize];
+            let mut seen = 0usize;
             for i in (0..self.inflight.len()).rev() {
                 let p = &self.inflight[i];
                 if p.acked {
-                    count += 1;
+                    // Keep the three largest send orders seen, descending.
+                    let mut o = p.sent_order;
+                    for t in top.iter_mut() {
+                        if o > *t {
+                            std::mem::swap(&mut o, t);
+                        }
+                    }
+                    seen += 1;
                     continue;
                 }
-                if count >= SACK_RESEND_THRESHOLD
+                if seen >= top.len()
+                    && top[top.len() - 1] > p.sent_order
                     && !p.need_resend
                     && p.transmissions > 0
-                    && seq_diff(p.seq, self.fast_resend_from) >= 0
                 {
                     let p = &mut self.inflight[i];
                     p.need_resend = true;
@@ -883,9 +895,6 @@ impl Connection {
                     self.stats.fast_retransmits += 1;
                     sack_resend = true;
                 }
-            }
-            if sack_resend {
-                self.fast_resend_from = self.seq_nr;
             }
         }
         let _ = base;
@@ -1137,7 +1146,6 @@ impl Connection {
                 }
             }
             self.cur_window = 0;
-            self.fast_resend_from = self.inflight.front().map_or(self.seq_nr, |p| p.seq);
             self.rto_deadline = Some(now + self.rto);
         }
         if self.state == State::Connected
@@ -1205,6 +1213,8 @@ impl Connection {
                     }
                     p.transmissions += 1;
                     p.sent_at = now;
+                    self.send_counter += 1;
+                    p.sent_order = self.send_counter;
                     self.need_resend -= 1;
                     self.cur_window += len;
                     if self.rto_deadline.is_none() {
@@ -1212,7 +1222,7 @@ impl Connection {
                     }
                     return self.send_inflight(i, now, buf);
                 }
-                self.window_limited = true;
+                self.window_limited = (self.max_window as usize) <= self.peer_wnd;
                 return self.ack_if_pending(now, buf);
             }
         }
@@ -1227,7 +1237,8 @@ impl Connection {
                 self.push_packet(PacketType::Data, payload, now);
                 return self.poll_transmit(now, buf);
             }
-            self.window_limited = true;
+            // Only a congestion-limited sender may grow its window.
+            self.window_limited = (self.max_window as usize) <= self.peer_wnd;
         }
         // FIN after the data.
         if self.close_requested
