@@ -1,0 +1,539 @@
+//! The tokio face of uTP: raw (unencrypted) uTP streams over one UDP
+//! socket.
+//!
+//! A [`UtpSocket`] owns a UDP socket and one driver task on the shared
+//! crust runtime ([`crust_runtime::spawn`]) that moves datagrams between
+//! the socket and the sans-IO [`Endpoint`]. Every [`UtpStream`] made on the
+//! socket (by [`UtpSocket::connect`], [`UtpSocket::accept`] or
+//! [`UtpSocket::rendezvous_connect`]) is a connection of that endpoint:
+//! many streams, one task, one socket.
+//!
+//! Lifetime: dropping a stream closes it gracefully (FIN after the data
+//! written). When the socket and all its streams are dropped, the driver
+//! keeps running only until every connection's data and FIN are
+//! acknowledged (or failed), for at most [`CLOSE_LINGER`], then ends and
+//! closes the UDP socket.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use transport::utp::aio::UtpSocket;
+//!
+//! let server = UtpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+//! let client = UtpSocket::bind("127.0.0.1:0".parse().unwrap())?;
+//! let addr = server.local_addr();
+//! tokio::spawn(async move {
+//!     let (mut s, _peer) = server.accept().await.unwrap();
+//!     let mut buf = Vec::new();
+//!     s.read_to_end(&mut buf).await.unwrap();
+//! });
+//! let mut c = client.connect(addr).await?;
+//! c.write_all(b"hello").await?;
+//! c.shutdown().await?; // sends FIN
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+use super::proto::{ConnectionHandle, Endpoint, EndpointConfig, MAX_DATAGRAM};
+
+/// How long a driver whose socket and streams were all dropped keeps
+/// running to deliver data and FINs still unacknowledged.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// Requested kernel send and receive buffer of the UDP socket.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Datagrams read per driver turn before transmitting (bounds latency and
+/// coalesces acks).
+const RECV_BATCH: usize = 64;
+
+#[derive(Default)]
+struct Wakers {
+    read: Option<Waker>,
+    write: Option<Waker>,
+}
+
+struct Inner {
+    ep: Endpoint,
+    wakers: HashMap<ConnectionHandle, Wakers>,
+    accept_waker: Option<Waker>,
+    /// The socket handle plus live streams.
+    handles: usize,
+    driver_alive: bool,
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    notify: Notify,
+    local: SocketAddr,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the endpoint in an unknown
+        // state only if the core panicked, which is a bug; go on anyway.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn closed_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "uTP socket driver has stopped")
+}
+
+/// A UDP socket carrying uTP connections. Cheap to share by reference;
+/// dropping it (and every stream made from it) stops its driver task.
+pub struct UtpSocket {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for UtpSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpSocket")
+            .field("local", &self.shared.local)
+            .finish()
+    }
+}
+
+impl UtpSocket {
+    /// Binds a UDP socket on `addr` and starts its driver. The socket
+    /// accepts incoming connections (see [`UtpSocket::set_listening`]).
+    pub fn bind(addr: SocketAddr) -> io::Result<UtpSocket> {
+        let s = Self::from_std_with_config(std::net::UdpSocket::bind(addr)?, config())?;
+        s.set_listening(true);
+        Ok(s)
+    }
+
+    /// Uses an already bound (for instance already hole-punched) UDP
+    /// socket. It does not accept incoming SYNs until
+    /// [`UtpSocket::set_listening`]`(true)`; rendezvous connections work
+    /// without it.
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UtpSocket> {
+        Self::from_std_with_config(socket, config())
+    }
+
+    /// Like [`UtpSocket::from_std`] with explicit endpoint settings.
+    pub fn from_std_with_config(
+        socket: std::net::UdpSocket,
+        config: EndpointConfig,
+    ) -> io::Result<UtpSocket> {
+        socket.set_nonblocking(true)?;
+        // Bulk transfers arrive in bursts: a small kernel buffer drops
+        // them (the kernel caps these at net.core.[rw]mem_max).
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        let local = socket.local_addr()?;
+        let socket = {
+            let _guard = crust_runtime::handle().enter();
+            tokio::net::UdpSocket::from_std(socket)?
+        };
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                ep: Endpoint::new(config, Instant::now()),
+                wakers: HashMap::new(),
+                accept_waker: None,
+                handles: 1,
+                driver_alive: true,
+            }),
+            notify: Notify::new(),
+            local,
+        });
+        crust_runtime::spawn(drive(shared.clone(), socket));
+        Ok(UtpSocket { shared })
+    }
+
+    /// The local address of the UDP socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Whether SYNs from unknown peers are accepted into the backlog for
+    /// [`UtpSocket::accept`]; when not, they are refused with RESET.
+    pub fn set_listening(&self, listening: bool) {
+        self.shared.lock().ep.set_listening(listening);
+    }
+
+    /// Counters of dropped and refused packets.
+    pub fn stats(&self) -> super::proto::EndpointStats {
+        self.shared.lock().ep.stats().clone()
+    }
+
+    fn new_stream(&self, inner: &mut Inner, h: ConnectionHandle, peer: SocketAddr) -> UtpStream {
+        inner.handles += 1;
+        inner.wakers.insert(h, Wakers::default());
+        UtpStream {
+            shared: self.shared.clone(),
+            h,
+            peer,
+        }
+    }
+
+    async fn established(stream: UtpStream) -> io::Result<UtpStream> {
+        poll_fn(|cx| {
+            let mut g = stream.shared.lock();
+            let inner = &mut *g;
+            let Some(c) = inner.ep.connection(stream.h) else {
+                return Poll::Ready(Err(closed_error()));
+            };
+            if let Some(e) = c.error() {
+                return Poll::Ready(Err(e.clone().into()));
+            }
+            if c.is_established() {
+                return Poll::Ready(Ok(()));
+            }
+            if !inner.driver_alive {
+                return Poll::Ready(Err(closed_error()));
+            }
+            if let Some(w) = inner.wakers.get_mut(&stream.h) {
+                w.write = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await?;
+        Ok(stream)
+    }
+
+    /// Opens a uTP connection to `remote`. Fails with `TimedOut` after the
+    /// SYN retransmissions ([`super::proto::Config::syn_retransmissions`])
+    /// or `ConnectionRefused` if the peer answers with RESET.
+    pub async fn connect(&self, remote: SocketAddr) -> io::Result<UtpStream> {
+        let stream = {
+            let mut g = self.shared.lock();
+            let h = g.ep.connect(Instant::now(), remote)?;
+            self.new_stream(&mut g, h, remote)
+        };
+        self.shared.notify.notify_one();
+        Self::established(stream).await
+    }
+
+    /// Rendezvous over a socket that can already reach `remote` (a
+    /// punched hole): both sides call this with the same `nonce`; the one
+    /// with `initiator == true` (the lower public key) sends the SYN, the
+    /// other accepts only that SYN from `remote`. The responder gives up
+    /// after [`super::proto::Config::rendezvous_timeout`].
+    pub async fn rendezvous_connect(
+        &self,
+        remote: SocketAddr,
+        nonce: &[u8],
+        initiator: bool,
+    ) -> io::Result<UtpStream> {
+        let stream = {
+            let mut g = self.shared.lock();
+            let h = g.ep.rendezvous(Instant::now(), remote, nonce, initiator)?;
+            self.new_stream(&mut g, h, remote)
+        };
+        self.shared.notify.notify_one();
+        Self::established(stream).await
+    }
+
+    /// Waits for the next incoming connection.
+    pub async fn accept(&self) -> io::Result<(UtpStream, SocketAddr)> {
+        poll_fn(|cx| {
+            let mut g = self.shared.lock();
+            if let Some((h, peer)) = g.ep.accept() {
+                let s = self.new_stream(&mut g, h, peer);
+                return Poll::Ready(Ok((s, peer)));
+            }
+            if !g.driver_alive {
+                return Poll::Ready(Err(closed_error()));
+            }
+            g.accept_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for UtpSocket {
+    fn drop(&mut self) {
+        self.shared.lock().handles -= 1;
+        self.shared.notify.notify_one();
+    }
+}
+
+fn config() -> EndpointConfig {
+    EndpointConfig {
+        seed: rand::random(),
+        ..EndpointConfig::default()
+    }
+}
+
+/// One raw uTP connection: `AsyncRead + AsyncWrite`. `shutdown` sends FIN
+/// after the bytes written; reading returns 0 after the peer's FIN.
+/// Dropping it closes it gracefully.
+pub struct UtpStream {
+    shared: Arc<Shared>,
+    h: ConnectionHandle,
+    peer: SocketAddr,
+}
+
+impl std::fmt::Debug for UtpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpStream")
+            .field("local", &self.shared.local)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl UtpStream {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address of the UDP socket carrying this stream.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// Ends the connection at once with a RESET (unsent data is dropped).
+    pub fn abort(&self) {
+        if let Some(c) = self.shared.lock().ep.connection_mut(self.h) {
+            c.abort();
+        }
+        self.shared.notify.notify_one();
+    }
+
+    /// The connection's counters (packets, retransmits, timeouts, ...).
+    pub fn stats(&self) -> super::proto::Stats {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .map(|c| c.stats().clone())
+            .unwrap_or_default()
+    }
+
+    /// The connection's congestion window in bytes.
+    pub fn congestion_window(&self) -> usize {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .map_or(0, |c| c.congestion_window())
+    }
+
+    /// Round-trip time estimate, once measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .and_then(|c| c.rtt())
+    }
+}
+
+impl AsyncRead for UtpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut g = this.shared.lock();
+        let inner = &mut *g;
+        let Some(c) = inner.ep.connection_mut(this.h) else {
+            return Poll::Ready(Err(closed_error()));
+        };
+        let dst = buf.initialize_unfilled();
+        match c.read(dst) {
+            Some(0) if !dst.is_empty() => match c.error() {
+                Some(e) => Poll::Ready(Err(e.clone().into())),
+                None => Poll::Ready(Ok(())),
+            },
+            Some(n) => {
+                let wake = c.wants_transmit();
+                buf.advance(n);
+                drop(g);
+                if wake {
+                    this.shared.notify.notify_one();
+                }
+                Poll::Ready(Ok(()))
+            }
+            None => {
+                if !inner.driver_alive {
+                    return Poll::Ready(Err(closed_error()));
+                }
+                if let Some(w) = inner.wakers.get_mut(&this.h) {
+                    w.read = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncWrite for UtpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let this = self.get_mut();
+        let mut g = this.shared.lock();
+        let inner = &mut *g;
+        let Some(c) = inner.ep.connection_mut(this.h) else {
+            return Poll::Ready(Err(closed_error()));
+        };
+        if let Some(e) = c.error() {
+            return Poll::Ready(Err(e.clone().into()));
+        }
+        let n = c.write(data);
+        if n > 0 {
+            drop(g);
+            this.shared.notify.notify_one();
+            return Poll::Ready(Ok(n));
+        }
+        if c.writable_bytes() == 0 && c.is_done_sending() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "uTP stream already shut down for writing",
+            )));
+        }
+        if !inner.driver_alive {
+            return Poll::Ready(Err(closed_error()));
+        }
+        if let Some(w) = inner.wakers.get_mut(&this.h) {
+            w.write = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already with the connection machine, which
+        // sends them as soon as the windows allow (no Nagle).
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(c) = this.shared.lock().ep.connection_mut(this.h) {
+            c.close();
+        }
+        this.shared.notify.notify_one();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for UtpStream {
+    fn drop(&mut self) {
+        {
+            let mut g = self.shared.lock();
+            g.ep.release(self.h);
+            g.wakers.remove(&self.h);
+            g.handles -= 1;
+        }
+        self.shared.notify.notify_one();
+    }
+}
+
+/// The driver: one task per UDP socket.
+async fn drive(shared: Arc<Shared>, socket: tokio::net::UdpSocket) {
+    let mut rbuf = vec![0u8; 65536];
+    let mut out = vec![0u8; MAX_DATAGRAM];
+    let mut blocked: Option<(SocketAddr, usize)> = None;
+    let mut orphaned_at: Option<Instant> = None;
+    let mut wake = Vec::new();
+    loop {
+        let deadline;
+        {
+            let mut g = shared.lock();
+            let inner = &mut *g;
+            let now = Instant::now();
+            for _ in 0..RECV_BATCH {
+                match socket.try_recv_from(&mut rbuf) {
+                    Ok((n, from)) => inner.ep.handle_datagram(now, from, &rbuf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // ICMP errors surface here on some systems: the
+                        // connections' own timers deal with dead peers.
+                        log::debug!("uTP socket {}: recv error: {e}", shared.local);
+                        break;
+                    }
+                }
+            }
+            inner.ep.handle_timeout(now);
+            // Transmit.
+            if let Some((to, len)) = blocked {
+                match socket.try_send_to(&out[..len], to) {
+                    Ok(_) => blocked = None,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        log::debug!("uTP socket {}: send to {to}: {e}", shared.local);
+                        blocked = None;
+                    }
+                }
+            }
+            while blocked.is_none() {
+                let Some(t) = inner.ep.poll_transmit(now, &mut out) else {
+                    break;
+                };
+                match socket.try_send_to(&out[..t.len], t.destination) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        blocked = Some((t.destination, t.len));
+                    }
+                    Err(e) => {
+                        log::debug!(
+                            "uTP socket {}: send to {}: {e}",
+                            shared.local,
+                            t.destination
+                        );
+                    }
+                }
+            }
+            for h in inner.ep.take_touched() {
+                if let Some(w) = inner.wakers.get_mut(&h) {
+                    wake.extend(w.read.take());
+                    wake.extend(w.write.take());
+                }
+            }
+            if inner.ep.backlog_len() > 0 {
+                wake.extend(inner.accept_waker.take());
+            }
+            deadline = inner.ep.poll_timeout();
+            if inner.handles == 0 {
+                let t = *orphaned_at.get_or_insert(now);
+                if inner.ep.all_done_sending() || now.saturating_duration_since(t) >= CLOSE_LINGER {
+                    inner.driver_alive = false;
+                    break;
+                }
+            }
+        }
+        for w in wake.drain(..) {
+            w.wake();
+        }
+        let deadline = match (deadline, orphaned_at) {
+            (Some(d), Some(o)) => Some(d.min(o + CLOSE_LINGER)),
+            (d, o) => d.or(o.map(|o| o + CLOSE_LINGER)),
+        };
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = socket.readable() => {}
+            _ = shared.notify.notified() => {}
+            _ = sleep => {}
+            _ = socket.writable(), if blocked.is_some() => {}
+        }
+    }
+    log::debug!("uTP socket {} driver stopped", shared.local);
+}

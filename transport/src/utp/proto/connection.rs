@@ -1,0 +1,1332 @@
+//! One uTP connection as a sans-IO state machine.
+//!
+//! Method families (quinn style):
+//! - input: [`Connection::handle_packet`], [`Connection::handle_timeout`];
+//! - commands: [`Connection::write`], [`Connection::read`],
+//!   [`Connection::close`] (send FIN after the queued bytes),
+//!   [`Connection::abort`] (send RESET);
+//! - output: [`Connection::poll_transmit`] (call until `None` after every
+//!   input or command), then [`Connection::poll_timeout`] for when to call
+//!   `handle_timeout` next;
+//! - getters: [`Connection::state`], [`Connection::error`], ...
+//!
+//! Every call that depends on time takes `now`; the machine never reads a
+//! clock. Timestamps on the wire are microseconds since `epoch`, an instant
+//! the owner picks once (all connections of an endpoint share it).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::packet::{
+    HEADER_LEN, Header, MAX_DATAGRAM, MAX_PAYLOAD, MAX_SACK_LEN, Packet, PacketType, seq_diff,
+};
+
+/// Largest number of packets in flight (and of out-of-order packets held):
+/// keeps both ends far from the half-circle of the 16-bit sequence space.
+const MAX_INFLIGHT_PACKETS: usize = 2048;
+/// libutp's cap on window growth per round trip (bytes).
+const MAX_CWND_INCREASE_BYTES_PER_RTT: f64 = 3000.0;
+/// The smallest congestion window: one full packet.
+const MIN_WINDOW: f64 = MAX_PAYLOAD as f64;
+/// Selective-ACKed packets past a hole that make us resend the hole.
+const SACK_RESEND_THRESHOLD: u32 = 3;
+/// Duplicate acks that trigger a fast retransmit.
+const DUP_ACK_THRESHOLD: u32 = 3;
+/// How long the base-delay history buckets are (two buckets: a sliding
+/// minimum over the last one to two minutes).
+const BASE_DELAY_BUCKET: Duration = Duration::from_secs(60);
+
+/// Tunables of a connection. `Default` gives BEP 29 / libutp values.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// LEDBAT target queuing delay (BEP 29: 100 ms).
+    pub target_delay: Duration,
+    /// Retransmission timeout before the first RTT sample (BEP 29: 1 s).
+    pub initial_rto: Duration,
+    /// Floor of the retransmission timeout (BEP 29: 500 ms).
+    pub min_rto: Duration,
+    /// Ceiling of the backed-off retransmission timeout.
+    pub max_rto: Duration,
+    /// Consecutive timeouts, without hearing from the peer, after which an
+    /// established connection is dropped.
+    pub max_retransmissions: u32,
+    /// SYN retransmissions before a connect fails.
+    pub syn_retransmissions: u32,
+    /// How long a rendezvous responder waits for the initiator's SYN.
+    pub rendezvous_timeout: Duration,
+    /// Bytes the application may queue for sending (unsent plus unacked).
+    pub send_buffer: usize,
+    /// Receive buffer: bytes held for the application plus out-of-order
+    /// data; what we advertise as `wnd_size` is what is left of it.
+    pub recv_buffer: usize,
+    /// A STATE packet is sent after this long without sending anything.
+    pub keepalive: Duration,
+    /// How long a closed connection keeps answering retransmitted FINs.
+    pub linger: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            target_delay: Duration::from_millis(100),
+            initial_rto: Duration::from_secs(1),
+            min_rto: Duration::from_millis(500),
+            max_rto: Duration::from_secs(16),
+            max_retransmissions: 8,
+            syn_retransmissions: 5,
+            rendezvous_timeout: Duration::from_secs(30),
+            send_buffer: 1 << 20,
+            recv_buffer: 1 << 20,
+            keepalive: Duration::from_secs(29),
+            linger: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a connection ended without a clean close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionError {
+    /// No answer after `retransmissions` timeouts in a row.
+    TimedOut {
+        /// The peer.
+        remote: SocketAddr,
+        /// Timeouts counted.
+        retransmissions: u32,
+        /// Whether we were still waiting for the handshake.
+        connecting: bool,
+    },
+    /// The peer sent RESET (or refused our SYN).
+    Reset {
+        /// The peer.
+        remote: SocketAddr,
+        /// Whether we were still waiting for the handshake.
+        connecting: bool,
+    },
+    /// A rendezvous responder never got the initiator's SYN.
+    RendezvousTimedOut {
+        /// The peer.
+        remote: SocketAddr,
+        /// How long we waited.
+        after: Duration,
+    },
+    /// We aborted the connection (RESET sent).
+    Aborted,
+}
+
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TimedOut {
+                remote,
+                retransmissions,
+                connecting,
+            } => write!(
+                f,
+                "uTP {} to {remote} timed out after {retransmissions} retransmissions",
+                if *connecting { "connect" } else { "connection" }
+            ),
+            Self::Reset {
+                remote,
+                connecting: true,
+            } => write!(f, "uTP connect to {remote} refused (reset by peer)"),
+            Self::Reset { remote, .. } => {
+                write!(f, "uTP connection to {remote} reset by peer")
+            }
+            Self::RendezvousTimedOut { remote, after } => write!(
+                f,
+                "uTP rendezvous with {remote} timed out after {after:?} without the peer's SYN"
+            ),
+            Self::Aborted => write!(f, "uTP connection aborted locally"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectionError {}
+
+impl From<ConnectionError> for io::Error {
+    fn from(e: ConnectionError) -> io::Error {
+        let kind = match &e {
+            ConnectionError::TimedOut { .. } | ConnectionError::RendezvousTimedOut { .. } => {
+                io::ErrorKind::TimedOut
+            }
+            ConnectionError::Reset {
+                connecting: true, ..
+            } => io::ErrorKind::ConnectionRefused,
+            ConnectionError::Reset { .. } => io::ErrorKind::ConnectionReset,
+            ConnectionError::Aborted => io::ErrorKind::ConnectionAborted,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// The phase of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// We sent a SYN and wait for its STATE.
+    SynSent,
+    /// Rendezvous responder: waiting for the initiator's SYN.
+    AwaitSyn,
+    /// Established (possibly half-closed).
+    Connected,
+    /// Both FINs exchanged and acknowledged: lingering to answer
+    /// retransmissions, then done.
+    Closed,
+    /// Ended by an error (see [`Connection::error`]).
+    Failed,
+}
+
+/// Counters, for tests and logs.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Datagrams produced by `poll_transmit`.
+    pub packets_sent: u64,
+    /// Packets given to `handle_packet`.
+    pub packets_received: u64,
+    /// Packets sent again (any reason).
+    pub retransmits: u64,
+    /// Retransmits triggered by duplicate or selective acks.
+    pub fast_retransmits: u64,
+    /// Retransmission timeouts that fired.
+    pub timeouts: u64,
+    /// Packets ignored as invalid (ack for unsent data, out of window, ...).
+    pub invalid: u64,
+    /// Duplicate data packets received.
+    pub duplicates: u64,
+}
+
+struct Sent {
+    seq: u16,
+    kind: PacketType,
+    payload: Vec<u8>,
+    sent_at: Instant,
+    sent_order: u64,
+    transmissions: u32,
+    need_resend: bool,
+    acked: bool,
+}
+
+/// Base delay history and recent samples (LEDBAT).
+struct DelayHist {
+    cur_min: Option<u32>,
+    prev_min: Option<u32>,
+    bucket_start: Option<Instant>,
+    recent: [u32; 3],
+    recent_len: usize,
+    recent_pos: usize,
+}
+
+/// `a < b` on the 32-bit microsecond circle.
+fn ts_less(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+impl DelayHist {
+    fn new() -> Self {
+        DelayHist {
+            cur_min: None,
+            prev_min: None,
+            bucket_start: None,
+            recent: [0; 3],
+            recent_len: 0,
+            recent_pos: 0,
+        }
+    }
+
+    fn add(&mut self, sample: u32, now: Instant) {
+        match self.bucket_start {
+            Some(start) if now.saturating_duration_since(start) >= BASE_DELAY_BUCKET => {
+                self.prev_min = self.cur_min;
+                self.cur_min = Some(sample);
+                self.bucket_start = Some(now);
+            }
+            None => {
+                self.cur_min = Some(sample);
+                self.bucket_start = Some(now);
+            }
+            _ => {
+                if self.cur_min.is_none_or(|m| ts_less(sample, m)) {
+                    self.cur_min = Some(sample);
+                }
+            }
+        }
+        self.recent[self.recent_pos] = sample;
+        self.recent_pos = (self.recent_pos + 1) % self.recent.len();
+        self.recent_len = (self.recent_len + 1).min(self.recent.len());
+    }
+
+    fn base(&self) -> Option<u32> {
+        match (self.cur_min, self.prev_min) {
+            (Some(c), Some(p)) => Some(if ts_less(p, c) { p } else { c }),
+            (c, p) => c.or(p),
+        }
+    }
+
+    /// Queuing delay estimate in microseconds: the lowest of the last few
+    /// samples above the base delay.
+    fn queuing_delay(&self) -> Option<u32> {
+        let base = self.base()?;
+        (0..self.recent_len)
+            .map(|i| {
+                let s = self.recent[i];
+                if ts_less(s, base) {
+                    0
+                } else {
+                    s.wrapping_sub(base)
+                }
+            })
+            .min()
+    }
+}
+
+/// One uTP connection. See the module docs for the calling convention.
+pub struct Connection {
+    config: Config,
+    remote: SocketAddr,
+    epoch: Instant,
+    state: State,
+    established: bool,
+    error: Option<ConnectionError>,
+    recv_id: u16,
+    send_id: u16,
+    /// Next sequence number to send.
+    seq_nr: u16,
+    /// Last sequence number received in order.
+    ack_nr: u16,
+    created: Instant,
+
+    // Sending.
+    send_buf: VecDeque<u8>,
+    inflight: VecDeque<Sent>,
+    inflight_bytes: usize,
+    /// Bytes of packets in flight that are neither acked nor waiting for
+    /// a resend: what the congestion window limits.
+    cur_window: usize,
+    need_resend: usize,
+    max_window: f64,
+    slow_start: bool,
+    peer_wnd: usize,
+    window_limited: bool,
+    close_requested: bool,
+    fin_sent: bool,
+    fin_acked: bool,
+    dup_acks: u32,
+    /// Loss reactions wait until the ack passes this sequence number.
+    recovery_until: Option<u16>,
+    /// Packets below this were fast-resent already in this recovery.
+    /// Counts transmissions, to order them.
+    send_counter: u64,
+    reset_pending: bool,
+
+    // Receiving.
+    read_buf: VecDeque<u8>,
+    /// `reorder[i]` holds the packet `ack_nr + 1 + i` if it arrived early.
+    reorder: VecDeque<Option<Vec<u8>>>,
+    reorder_bytes: usize,
+    eof_pkt: Option<u16>,
+    got_eof: bool,
+    ack_pending: bool,
+    last_wnd_advertised: usize,
+
+    // Timing.
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    rto_deadline: Option<Instant>,
+    timeouts: u32,
+    heard_since_timeout: bool,
+    last_send: Instant,
+    closed_at: Option<Instant>,
+    lingered: bool,
+    reply_micro: u32,
+    delay: DelayHist,
+    stats: Stats,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("remote", &self.remote)
+            .field("state", &self.state)
+            .field("recv_id", &self.recv_id)
+            .field("send_id", &self.send_id)
+            .field("seq_nr", &self.seq_nr)
+            .field("ack_nr", &self.ack_nr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        config: Config,
+        now: Instant,
+        epoch: Instant,
+        remote: SocketAddr,
+        recv_id: u16,
+        send_id: u16,
+        isn: u16,
+        state: State,
+    ) -> Self {
+        let rto = config.initial_rto;
+        Connection {
+            remote,
+            epoch,
+            state,
+            established: false,
+            error: None,
+            recv_id,
+            send_id,
+            seq_nr: isn,
+            ack_nr: 0,
+            created: now,
+            send_buf: VecDeque::new(),
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            cur_window: 0,
+            need_resend: 0,
+            max_window: 2.0 * MIN_WINDOW,
+            slow_start: true,
+            peer_wnd: MAX_PAYLOAD * 4,
+            window_limited: false,
+            close_requested: false,
+            fin_sent: false,
+            fin_acked: false,
+            dup_acks: 0,
+            recovery_until: None,
+            send_counter: 0,
+            reset_pending: false,
+            read_buf: VecDeque::new(),
+            reorder: VecDeque::new(),
+            reorder_bytes: 0,
+            eof_pkt: None,
+            got_eof: false,
+            ack_pending: false,
+            last_wnd_advertised: config.recv_buffer,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto,
+            rto_deadline: None,
+            timeouts: 0,
+            heard_since_timeout: false,
+            last_send: now,
+            closed_at: None,
+            lingered: false,
+            reply_micro: 0,
+            delay: DelayHist::new(),
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    /// A connection we open: it sends a SYN carrying `recv_id`; the peer
+    /// will send to us with `recv_id` and we to it with `recv_id + 1`.
+    pub fn connect(
+        config: Config,
+        now: Instant,
+        epoch: Instant,
+        remote: SocketAddr,
+        recv_id: u16,
+        isn: u16,
+    ) -> Self {
+        let mut c = Connection::new(
+            config,
+            now,
+            epoch,
+            remote,
+            recv_id,
+            recv_id.wrapping_add(1),
+            isn,
+            State::SynSent,
+        );
+        c.push_packet(PacketType::Syn, Vec::new(), now);
+        c
+    }
+
+    /// A connection accepted from `syn` (whose type must be SYN): we reply
+    /// with a STATE; our packets carry the SYN's connection id, theirs
+    /// that id plus one.
+    pub fn accept(
+        config: Config,
+        now: Instant,
+        epoch: Instant,
+        remote: SocketAddr,
+        syn: &Packet<'_>,
+        isn: u16,
+    ) -> Self {
+        let id = syn.header.connection_id;
+        let mut c = Connection::new(
+            config,
+            now,
+            epoch,
+            remote,
+            id.wrapping_add(1),
+            id,
+            isn,
+            State::AwaitSyn,
+        );
+        c.handle_packet(now, syn);
+        c
+    }
+
+    /// A rendezvous responder: waits for a SYN whose connection id is
+    /// `syn_id` (the initiator's `recv_id`), from `remote` only (the owner
+    /// routes), for at most `config.rendezvous_timeout`.
+    pub fn await_syn(
+        config: Config,
+        now: Instant,
+        epoch: Instant,
+        remote: SocketAddr,
+        syn_id: u16,
+        isn: u16,
+    ) -> Self {
+        Connection::new(
+            config,
+            now,
+            epoch,
+            remote,
+            syn_id.wrapping_add(1),
+            syn_id,
+            isn,
+            State::AwaitSyn,
+        )
+    }
+
+    // ---- getters ----
+
+    /// The peer's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+    /// The id the peer puts on packets to us.
+    pub fn recv_id(&self) -> u16 {
+        self.recv_id
+    }
+    /// The id we put on packets to the peer.
+    pub fn send_id(&self) -> u16 {
+        self.send_id
+    }
+    /// The current phase.
+    pub fn state(&self) -> State {
+        self.state
+    }
+    /// Whether the handshake completed (also true once closed or failed
+    /// after it completed).
+    pub fn is_established(&self) -> bool {
+        self.established
+    }
+    /// Why the connection failed, if it did.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// Bytes ready for [`Connection::read`].
+    pub fn readable_bytes(&self) -> usize {
+        self.read_buf.len()
+    }
+    /// Whether the peer's FIN arrived and all data before it was read.
+    pub fn is_eof(&self) -> bool {
+        self.got_eof && self.read_buf.is_empty()
+    }
+    /// Bytes [`Connection::write`] would accept now.
+    pub fn writable_bytes(&self) -> usize {
+        if self.close_requested || self.error.is_some() {
+            return 0;
+        }
+        self.config
+            .send_buffer
+            .saturating_sub(self.send_buf.len() + self.inflight_bytes)
+    }
+    /// Bytes written but not yet acknowledged by the peer.
+    pub fn unacked_bytes(&self) -> usize {
+        self.send_buf.len() + self.inflight_bytes
+    }
+    /// Whether `poll_transmit` may have something to send (an ack, a window
+    /// update, data, a FIN or a RESET): owners that batch commands use it
+    /// to decide whether to wake their driver.
+    pub fn wants_transmit(&self) -> bool {
+        self.ack_pending
+            || self.reset_pending
+            || self.need_resend > 0
+            || !self.send_buf.is_empty()
+            || (self.close_requested && !self.fin_sent)
+    }
+    /// Whether nothing of ours is left to deliver: failed, closed, or our
+    /// FIN (after all data) was acked.
+    pub fn is_done_sending(&self) -> bool {
+        matches!(self.state, State::Failed | State::Closed) || self.fin_acked
+    }
+    /// Whether everything written (and the FIN, if closing) was acked.
+    pub fn is_flushed(&self) -> bool {
+        self.send_buf.is_empty() && self.inflight.is_empty()
+    }
+    /// The congestion window in bytes.
+    pub fn congestion_window(&self) -> usize {
+        self.max_window as usize
+    }
+    /// Smoothed round-trip time, once measured.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+    /// The current retransmission timeout.
+    pub fn rto(&self) -> Duration {
+        self.rto
+    }
+    /// The latest LEDBAT queuing-delay estimate.
+    pub fn queuing_delay(&self) -> Option<Duration> {
+        self.delay
+            .queuing_delay()
+            .map(|us| Duration::from_micros(us as u64))
+    }
+    /// Whether the machine has nothing left to do: closed (and lingered)
+    /// or failed with nothing left to send.
+    pub fn is_drained(&self, now: Instant) -> bool {
+        match self.state {
+            State::Failed => !self.reset_pending,
+            State::Closed => self
+                .closed_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.linger),
+            _ => false,
+        }
+    }
+
+    // ---- commands ----
+
+    /// Queues bytes to send; returns how many were taken (0 when the send
+    /// buffer is full or the connection is closing or failed). Data goes
+    /// out at the next `poll_transmit`, without waiting to fill a packet.
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.writable_bytes());
+        self.send_buf.extend(&data[..n]);
+        n
+    }
+
+    /// Reads received bytes: `Some(n)` with `n > 0` for data, `Some(0)` at
+    /// the end of the peer's stream (after its FIN) or after a failure
+    /// once buffered data is read (check [`Connection::error`]), `None` if
+    /// nothing is available yet.
+    pub fn read(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if !self.read_buf.is_empty() && !buf.is_empty() {
+            let n = buf.len().min(self.read_buf.len());
+            let (a, b) = self.read_buf.as_slices();
+            if n <= a.len() {
+                buf[..n].copy_from_slice(&a[..n]);
+            } else {
+                buf[..a.len()].copy_from_slice(a);
+                buf[a.len()..n].copy_from_slice(&b[..n - a.len()]);
+            }
+            self.read_buf.drain(..n);
+            // Window update once the buffer opened up again.
+            let wnd = self.recv_window();
+            if self.last_wnd_advertised < 4 * MAX_PAYLOAD && wnd >= 4 * MAX_PAYLOAD {
+                self.ack_pending = true;
+            }
+            return Some(n);
+        }
+        if self.got_eof || self.error.is_some() {
+            return Some(0);
+        }
+        None
+    }
+
+    /// Closes our sending half: a FIN follows the queued bytes. Reading
+    /// goes on until the peer's FIN.
+    pub fn close(&mut self) {
+        self.close_requested = true;
+    }
+
+    /// Ends the connection at once with a RESET.
+    pub fn abort(&mut self) {
+        if !matches!(self.state, State::Failed | State::Closed) {
+            if self.state != State::AwaitSyn {
+                self.reset_pending = true;
+            }
+            self.fail(ConnectionError::Aborted);
+        }
+    }
+
+    fn fail(&mut self, e: ConnectionError) {
+        self.state = State::Failed;
+        self.error = Some(e);
+        self.send_buf.clear();
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.cur_window = 0;
+        self.need_resend = 0;
+        self.reorder.clear();
+        self.reorder_bytes = 0;
+        self.rto_deadline = None;
+    }
+
+    fn recv_window(&self) -> usize {
+        self.config
+            .recv_buffer
+            .saturating_sub(self.read_buf.len() + self.reorder_bytes)
+    }
+
+    fn micros(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.epoch).as_micros() as u32
+    }
+
+    fn push_packet(&mut self, kind: PacketType, payload: Vec<u8>, now: Instant) {
+        let seq = self.seq_nr;
+        self.seq_nr = self.seq_nr.wrapping_add(1);
+        self.inflight_bytes += payload.len();
+        self.inflight.push_back(Sent {
+            seq,
+            kind,
+            payload,
+            sent_at: now,
+            sent_order: 0,
+            transmissions: 0,
+            need_resend: true,
+            acked: false,
+        });
+        self.need_resend += 1;
+    }
+
+    // ---- input ----
+
+    /// Handles a packet the owner routed to this connection (by source
+    /// address and connection id).
+    pub fn handle_packet(&mut self, now: Instant, pkt: &Packet<'_>) {
+        self.stats.packets_received += 1;
+        let h = &pkt.header;
+        match self.state {
+            State::Failed => return,
+            State::Closed => {
+                // Lingering: answer retransmitted data/FIN so the peer can
+                // finish too.
+                if matches!(h.packet_type, PacketType::Data | PacketType::Fin)
+                    && seq_diff(h.seq_nr, self.ack_nr) <= 0
+                {
+                    self.ack_pending = true;
+                }
+                return;
+            }
+            _ => {}
+        }
+        if h.packet_type == PacketType::Reset {
+            if self.fin_sent
+                && self.got_eof
+                && self.inflight.iter().all(|p| p.kind == PacketType::Fin)
+            {
+                // The peer had our FIN's data and its own FIN was fully
+                // received: it closed and forgot us before our FIN's ack
+                // reached it. Nothing was lost.
+                self.set_closed(now);
+            } else {
+                let connecting = matches!(self.state, State::SynSent | State::AwaitSyn);
+                self.fail(ConnectionError::Reset {
+                    remote: self.remote,
+                    connecting,
+                });
+            }
+            return;
+        }
+        if h.timestamp != 0 {
+            self.reply_micro = self.micros(now).wrapping_sub(h.timestamp);
+        }
+        match self.state {
+            State::AwaitSyn => {
+                if h.packet_type != PacketType::Syn || h.connection_id != self.send_id {
+                    self.stats.invalid += 1;
+                    return;
+                }
+                self.ack_nr = h.seq_nr;
+                self.state = State::Connected;
+                self.established = true;
+                self.heard_since_timeout = true;
+                self.ack_pending = true;
+                self.peer_wnd = h.wnd_size as usize;
+                return;
+            }
+            State::SynSent => {
+                if h.packet_type != PacketType::State || h.ack_nr != self.seq_nr.wrapping_sub(1) {
+                    self.stats.invalid += 1;
+                    return;
+                }
+                // The STATE carries the next sequence number the peer will
+                // use for data (libutp), so the last one "received" is the
+                // one before.
+                self.ack_nr = h.seq_nr.wrapping_sub(1);
+                self.state = State::Connected;
+                self.established = true;
+            }
+            _ => {}
+        }
+        if h.packet_type == PacketType::Syn {
+            // A retransmitted SYN: our STATE was lost.
+            if h.seq_nr == self.ack_nr_at_syn() {
+                self.ack_pending = true;
+            } else {
+                self.stats.invalid += 1;
+            }
+            return;
+        }
+
+        // Acknowledgement part.
+        let last_sent = self.seq_nr.wrapping_sub(1);
+        if seq_diff(h.ack_nr, last_sent) > 0 {
+            // Acks data we never sent.
+            self.stats.invalid += 1;
+            return;
+        }
+        self.heard_since_timeout = true;
+        let base = self.inflight.front().map_or(self.seq_nr, |p| p.seq);
+        let stale = seq_diff(h.ack_nr, base.wrapping_sub(1)) < 0;
+        if !stale {
+            self.peer_wnd = h.wnd_size as usize;
+            self.process_ack(now, pkt, base);
+        }
+
+        // Data part.
+        if matches!(h.packet_type, PacketType::Data | PacketType::Fin) {
+            self.process_data(now, pkt);
+        }
+        self.check_closed(now);
+    }
+
+    /// The sequence number of the SYN we acked when accepting (our first
+    /// `ack_nr`). Only meaningful for accepted connections.
+    fn ack_nr_at_syn(&self) -> u16 {
+        // Before any data arrives ack_nr is the SYN's seq; after that, a
+        // SYN retransmission is old news and harmless to ack again.
+        self.ack_nr
+    }
+
+    fn process_ack(&mut self, now: Instant, pkt: &Packet<'_>, base: u16) {
+        let h = &pkt.header;
+        let mut bytes_acked = 0usize;
+        let mut progress = false;
+        let mut rtt_sample = None;
+        // Cumulative ack.
+        while let Some(p) = self.inflight.front() {
+            if seq_diff(h.ack_nr, p.seq) < 0 {
+                break;
+            }
+            // Invariant: front() was Some just above.
+            let p = self.inflight.pop_front().expect("front exists");
+            progress = true;
+            self.inflight_bytes -= p.payload.len();
+            if !p.acked {
+                bytes_acked += p.payload.len();
+                if p.need_resend {
+                    self.need_resend -= 1;
+                } else {
+                    self.cur_window -= p.payload.len();
+                }
+                if p.transmissions == 1 {
+                    rtt_sample = Some(now.saturating_duration_since(p.sent_at));
+                }
+            }
+            if p.kind == PacketType::Fin {
+                self.fin_acked = true;
+            }
+        }
+        // Selective ack.
+        let mut sack_resend = false;
+        if let Some(mask) = pkt.sack {
+            let start = h.ack_nr.wrapping_add(2);
+            let base_now = self.inflight.front().map_or(self.seq_nr, |p| p.seq);
+            for (byte_i, byte) in mask.iter().take(MAX_SACK_LEN * 2).enumerate() {
+                if *byte == 0 {
+                    continue;
+                }
+                for bit in 0..8 {
+                    if byte & (1 << bit) == 0 {
+                        continue;
+                    }
+                    let seq = start.wrapping_add((byte_i * 8 + bit) as u16);
+                    let idx = seq_diff(seq, base_now);
+                    if idx < 0 || idx as usize >= self.inflight.len() {
+                        continue;
+                    }
+                    let p = &mut self.inflight[idx as usize];
+                    if p.acked {
+                        continue;
+                    }
+                    p.acked = true;
+                    bytes_acked += p.payload.len();
+                    if p.need_resend {
+                        p.need_resend = false;
+                        self.need_resend -= 1;
+                    } else {
+                        self.cur_window -= p.payload.len();
+                    }
+                    if p.transmissions == 1 {
+                        rtt_sample = Some(now.saturating_duration_since(p.sent_at));
+                    }
+                    progress = true;
+                }
+            }
+            // A hole is lost once at least three packets sent after its
+            // last transmission were selectively acked (libutp's rule of
+            // three, made safe for holes that were already resent).
+            let mut top = [0u64; SACK_RESEND_THRESHOLD as usize];
+            let mut seen = 0usize;
+            for i in (0..self.inflight.len()).rev() {
+                let p = &self.inflight[i];
+                if p.acked {
+                    // Keep the three largest send orders seen, descending.
+                    let mut o = p.sent_order;
+                    for t in top.iter_mut() {
+                        if o > *t {
+                            std::mem::swap(&mut o, t);
+                        }
+                    }
+                    seen += 1;
+                    continue;
+                }
+                if seen >= top.len()
+                    && top[top.len() - 1] > p.sent_order
+                    && !p.need_resend
+                    && p.transmissions > 0
+                {
+                    let p = &mut self.inflight[i];
+                    p.need_resend = true;
+                    self.need_resend += 1;
+                    self.cur_window -= p.payload.len();
+                    self.stats.fast_retransmits += 1;
+                    sack_resend = true;
+                }
+            }
+        }
+        let _ = base;
+        if let Some(rtt) = rtt_sample {
+            self.update_rtt(rtt);
+        }
+        if progress {
+            self.timeouts = 0;
+            self.dup_acks = 0;
+            self.rto = self.computed_rto();
+            self.rto_deadline = if self.cur_window > 0 {
+                Some(now + self.rto)
+            } else {
+                None
+            };
+            if let Some(r) = self.recovery_until
+                && seq_diff(h.ack_nr, r) >= 0
+            {
+                self.recovery_until = None;
+            }
+        } else if h.packet_type == PacketType::State
+            && pkt.payload.is_empty()
+            && !self.inflight.is_empty()
+            && h.ack_nr == self.inflight[0].seq.wrapping_sub(1)
+        {
+            self.dup_acks += 1;
+            if self.dup_acks == DUP_ACK_THRESHOLD {
+                let p = &mut self.inflight[0];
+                if !p.acked && !p.need_resend && p.transmissions > 0 {
+                    p.need_resend = true;
+                    self.need_resend += 1;
+                    self.cur_window -= p.payload.len();
+                    self.stats.fast_retransmits += 1;
+                    sack_resend = true;
+                }
+            }
+        }
+        if sack_resend {
+            self.on_loss();
+        }
+        // LEDBAT.
+        if h.timestamp_difference != 0 {
+            self.delay.add(h.timestamp_difference, now);
+        }
+        if bytes_acked > 0 {
+            self.ledbat(bytes_acked);
+        }
+    }
+
+    fn on_loss(&mut self) {
+        if self.recovery_until.is_none() {
+            self.max_window = (self.max_window * 0.5).max(MIN_WINDOW);
+            self.slow_start = false;
+            self.recovery_until = Some(self.seq_nr.wrapping_sub(1));
+        }
+    }
+
+    fn ledbat(&mut self, bytes_acked: usize) {
+        let Some(delay) = self.delay.queuing_delay() else {
+            return;
+        };
+        let target = self.config.target_delay.as_micros() as f64;
+        // libutp: grow while under target (off_target > 0).
+        let off_target = target - delay as f64;
+        if self.slow_start {
+            if off_target < target * 0.5 {
+                self.slow_start = false;
+            } else if self.window_limited {
+                self.max_window += bytes_acked as f64;
+                self.window_limited = false;
+                return;
+            } else {
+                return;
+            }
+        }
+        let acked = bytes_acked as f64;
+        let window_factor = acked.min(self.max_window) / self.max_window.max(acked);
+        let delay_factor = (off_target / target).max(-1.0);
+        let mut gain = MAX_CWND_INCREASE_BYTES_PER_RTT * window_factor * delay_factor;
+        if gain > 0.0 && !self.window_limited {
+            // Do not grow a window the sender does not use.
+            gain = 0.0;
+        }
+        self.window_limited = false;
+        self.max_window = (self.max_window + gain).max(MIN_WINDOW);
+    }
+
+    fn update_rtt(&mut self, sample: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(sample);
+                self.rttvar = sample / 2;
+            }
+            Some(srtt) => {
+                let delta = srtt.abs_diff(sample);
+                self.rttvar = (self.rttvar * 3 + delta) / 4;
+                self.srtt = Some((srtt * 7 + sample) / 8);
+            }
+        }
+    }
+
+    fn computed_rto(&self) -> Duration {
+        match self.srtt {
+            None => self.config.initial_rto,
+            Some(srtt) => (srtt + self.rttvar * 4).max(self.config.min_rto),
+        }
+    }
+
+    fn process_data(&mut self, now: Instant, pkt: &Packet<'_>) {
+        let h = &pkt.header;
+        let dist = seq_diff(h.seq_nr, self.ack_nr.wrapping_add(1));
+        if dist < 0 {
+            self.stats.duplicates += 1;
+            self.ack_pending = true;
+            return;
+        }
+        let dist = dist as usize;
+        if dist >= MAX_INFLIGHT_PACKETS {
+            self.stats.invalid += 1;
+            return;
+        }
+        if let Some(eof) = self.eof_pkt
+            && seq_diff(h.seq_nr, eof) > 0
+        {
+            // Past the peer's FIN.
+            self.stats.invalid += 1;
+            return;
+        }
+        self.ack_pending = true;
+        if h.packet_type == PacketType::Fin {
+            self.eof_pkt = Some(h.seq_nr);
+        }
+        let payload = if h.packet_type == PacketType::Fin {
+            &[][..]
+        } else {
+            pkt.payload
+        };
+        if self.read_buf.len() + self.reorder_bytes + payload.len()
+            > self.config.recv_buffer + 2 * MAX_PAYLOAD
+        {
+            // The peer ignores our window: drop, it will resend.
+            self.stats.invalid += 1;
+            return;
+        }
+        if dist == 0 {
+            self.read_buf.extend(payload);
+            self.ack_nr = h.seq_nr;
+            self.reorder.pop_front();
+            while let Some(Some(_)) = self.reorder.front() {
+                // Invariant: front() is Some(Some(_)) as just checked.
+                let data = self.reorder.pop_front().flatten().expect("checked");
+                self.reorder_bytes -= data.len();
+                self.read_buf.extend(&data);
+                self.ack_nr = self.ack_nr.wrapping_add(1);
+            }
+            if self.reorder.iter().all(Option::is_none) {
+                self.reorder.clear();
+            }
+        } else {
+            if self.reorder.len() <= dist {
+                self.reorder.resize(dist + 1, None);
+            }
+            if self.reorder[dist].is_some() {
+                self.stats.duplicates += 1;
+                return;
+            }
+            self.reorder_bytes += payload.len();
+            self.reorder[dist] = Some(payload.to_vec());
+        }
+        if self.eof_pkt == Some(self.ack_nr) {
+            self.got_eof = true;
+        }
+        let _ = now;
+    }
+
+    fn check_closed(&mut self, now: Instant) {
+        if self.state == State::Connected && self.fin_acked && self.got_eof {
+            self.set_closed(now);
+        }
+    }
+
+    fn set_closed(&mut self, now: Instant) {
+        self.state = State::Closed;
+        self.closed_at = Some(now);
+        self.rto_deadline = None;
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        self.cur_window = 0;
+        self.need_resend = 0;
+    }
+
+    /// Handles expired timers; call when `now` reaches
+    /// [`Connection::poll_timeout`] (calling earlier is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::AwaitSyn => {
+                let after = now.saturating_duration_since(self.created);
+                if after >= self.config.rendezvous_timeout {
+                    self.fail(ConnectionError::RendezvousTimedOut {
+                        remote: self.remote,
+                        after,
+                    });
+                }
+                return;
+            }
+            State::Closed => {
+                if self
+                    .closed_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.config.linger)
+                {
+                    self.lingered = true;
+                }
+                return;
+            }
+            State::Failed => return,
+            _ => {}
+        }
+        if let Some(deadline) = self.rto_deadline
+            && now >= deadline
+        {
+            self.stats.timeouts += 1;
+            let connecting = self.state == State::SynSent;
+            if self.heard_since_timeout && !connecting {
+                self.heard_since_timeout = false;
+            } else {
+                self.timeouts += 1;
+            }
+            let limit = if connecting {
+                self.config.syn_retransmissions
+            } else {
+                self.config.max_retransmissions
+            };
+            if self.timeouts > limit {
+                self.fail(ConnectionError::TimedOut {
+                    remote: self.remote,
+                    retransmissions: self.timeouts - 1,
+                    connecting,
+                });
+                return;
+            }
+            self.rto = (self.rto * 2).min(self.config.max_rto);
+            self.max_window = MIN_WINDOW;
+            self.slow_start = false;
+            self.recovery_until = Some(self.seq_nr.wrapping_sub(1));
+            for p in self.inflight.iter_mut() {
+                if !p.acked && !p.need_resend {
+                    p.need_resend = true;
+                    self.need_resend += 1;
+                }
+            }
+            self.cur_window = 0;
+            self.rto_deadline = Some(now + self.rto);
+        }
+        if self.state == State::Connected
+            && now.saturating_duration_since(self.last_send) >= self.config.keepalive
+        {
+            self.ack_pending = true;
+        }
+    }
+
+    /// When [`Connection::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::AwaitSyn => Some(self.created + self.config.rendezvous_timeout),
+            State::Failed => None,
+            State::Closed => self
+                .closed_at
+                .map(|t| t + self.config.linger)
+                .filter(|_| !self.lingered),
+            State::SynSent => self.rto_deadline,
+            State::Connected => {
+                let ka = (!self.ack_pending).then_some(self.last_send + self.config.keepalive);
+                match (self.rto_deadline, ka) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+        }
+    }
+
+    // ---- output ----
+
+    /// Writes the next datagram to send into `buf` (at least
+    /// [`MAX_DATAGRAM`] bytes) and returns its length, or `None` when there
+    /// is nothing to send now.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.reset_pending {
+            self.reset_pending = false;
+            let n = self
+                .header(PacketType::Reset, self.seq_nr, now)
+                .encode(None, &[], buf);
+            return self.sent(n, now);
+        }
+        match self.state {
+            State::Failed | State::AwaitSyn => return None,
+            State::Closed => {
+                if self.ack_pending {
+                    return self.send_state(now, buf);
+                }
+                return None;
+            }
+            _ => {}
+        }
+        let window = (self.max_window as usize).min(self.peer_wnd);
+        // Retransmissions first.
+        if self.need_resend > 0
+            && let Some(i) = self.inflight.iter().position(|p| p.need_resend)
+        {
+            {
+                let len = self.inflight[i].payload.len();
+                if self.cur_window == 0 || self.cur_window + len <= window {
+                    let p = &mut self.inflight[i];
+                    p.need_resend = false;
+                    if p.transmissions > 0 {
+                        self.stats.retransmits += 1;
+                    }
+                    p.transmissions += 1;
+                    p.sent_at = now;
+                    self.send_counter += 1;
+                    p.sent_order = self.send_counter;
+                    self.need_resend -= 1;
+                    self.cur_window += len;
+                    if self.rto_deadline.is_none() {
+                        self.rto_deadline = Some(now + self.rto);
+                    }
+                    return self.send_inflight(i, now, buf);
+                }
+                self.window_limited = (self.max_window as usize) <= self.peer_wnd;
+                return self.ack_if_pending(now, buf);
+            }
+        }
+        if self.state == State::SynSent {
+            return None;
+        }
+        // New data.
+        if !self.send_buf.is_empty() && self.inflight.len() < MAX_INFLIGHT_PACKETS {
+            let len = self.send_buf.len().min(MAX_PAYLOAD);
+            if self.cur_window == 0 || self.cur_window + len <= window {
+                let payload: Vec<u8> = self.send_buf.drain(..len).collect();
+                self.push_packet(PacketType::Data, payload, now);
+                return self.poll_transmit(now, buf);
+            }
+            // Only a congestion-limited sender may grow its window.
+            self.window_limited = (self.max_window as usize) <= self.peer_wnd;
+        }
+        // FIN after the data.
+        if self.close_requested
+            && !self.fin_sent
+            && self.send_buf.is_empty()
+            && self.inflight.len() < MAX_INFLIGHT_PACKETS
+        {
+            self.fin_sent = true;
+            self.push_packet(PacketType::Fin, Vec::new(), now);
+            return self.poll_transmit(now, buf);
+        }
+        self.ack_if_pending(now, buf)
+    }
+
+    fn ack_if_pending(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.ack_pending {
+            self.send_state(now, buf)
+        } else {
+            None
+        }
+    }
+
+    fn header(&self, packet_type: PacketType, seq_nr: u16, now: Instant) -> Header {
+        Header {
+            packet_type,
+            connection_id: if packet_type == PacketType::Syn {
+                self.recv_id
+            } else {
+                self.send_id
+            },
+            timestamp: self.micros(now),
+            timestamp_difference: self.reply_micro,
+            wnd_size: self.recv_window() as u32,
+            seq_nr,
+            ack_nr: self.ack_nr,
+        }
+    }
+
+    /// The selective-ACK bitmask for what we hold out of order.
+    fn sack(&self, out: &mut [u8; MAX_SACK_LEN]) -> Option<usize> {
+        // reorder[0] is ack_nr + 1 (missing); bit i is reorder[i + 1].
+        let mut highest = None;
+        for (i, slot) in self
+            .reorder
+            .iter()
+            .enumerate()
+            .skip(1)
+            .take(MAX_SACK_LEN * 8)
+        {
+            if slot.is_some() {
+                let bit = i - 1;
+                out[bit / 8] |= 1 << (bit % 8);
+                highest = Some(bit);
+            }
+        }
+        highest.map(|b| (b / 32 + 1) * 4)
+    }
+
+    fn send_state(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let mut mask = [0u8; MAX_SACK_LEN];
+        let sack_len = self.sack(&mut mask);
+        let h = self.header(PacketType::State, self.seq_nr, now);
+        let n = h.encode(sack_len.map(|l| &mask[..l]), &[], buf);
+        self.sent(n, now)
+    }
+
+    fn send_inflight(&mut self, i: usize, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let mut mask = [0u8; MAX_SACK_LEN];
+        let sack_len = if self.inflight[i].kind == PacketType::Syn {
+            None
+        } else {
+            self.sack(&mut mask)
+        };
+        let p = &self.inflight[i];
+        let mut h = self.header(p.kind, p.seq, now);
+        if p.kind == PacketType::Syn {
+            h.ack_nr = 0;
+        }
+        let n = h.encode(sack_len.map(|l| &mask[..l]), &p.payload, buf);
+        self.sent(n, now)
+    }
+
+    fn sent(&mut self, n: usize, now: Instant) -> Option<usize> {
+        debug_assert!((HEADER_LEN..=MAX_DATAGRAM).contains(&n));
+        self.ack_pending = false;
+        self.last_send = now;
+        self.last_wnd_advertised = self.recv_window();
+        self.stats.packets_sent += 1;
+        Some(n)
+    }
+}

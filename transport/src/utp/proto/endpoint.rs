@@ -1,0 +1,527 @@
+//! The endpoint machine: many uTP connections over one UDP socket.
+//!
+//! Method families:
+//! - input: [`Endpoint::handle_datagram`], [`Endpoint::handle_timeout`];
+//! - commands: [`Endpoint::connect`], [`Endpoint::rendezvous`],
+//!   [`Endpoint::accept`], [`Endpoint::connection_mut`] (then the
+//!   connection's own commands), [`Endpoint::release`];
+//! - output: [`Endpoint::poll_transmit`] until `None`, then
+//!   [`Endpoint::poll_timeout`]; [`Endpoint::take_touched`] names the
+//!   connections whose state may have changed (to wake their readers and
+//!   writers).
+//!
+//! Routing: a packet belongs to the connection keyed by (source address,
+//! connection id = that connection's `recv_id`). A SYN with id `i` opens the
+//! key (source, `i + 1`). A packet that belongs to nothing is answered with
+//! a RESET (never a RESET to a RESET); SYNs beyond the accept backlog are
+//! refused the same way. All of it is counted in [`EndpointStats`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::connection::{Config, Connection, State};
+use super::packet::{HEADER_LEN, Header, Packet, PacketType};
+
+/// Tunables of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Configuration of every connection.
+    pub connection: Config,
+    /// Accepted connections not yet taken by [`Endpoint::accept`] beyond
+    /// which new SYNs are refused with RESET.
+    pub backlog: usize,
+    /// Most connections alive at once (all states).
+    pub max_connections: usize,
+    /// Most RESETs to strays queued at once; more are dropped.
+    pub max_pending_resets: usize,
+    /// Seed of the RNG for connection ids and initial sequence numbers.
+    pub seed: u64,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            connection: Config::default(),
+            backlog: 128,
+            max_connections: 16384,
+            max_pending_resets: 256,
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// Identifies a connection of an [`Endpoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionHandle(pub u64);
+
+/// A datagram to send: its bytes are in the buffer given to
+/// [`Endpoint::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Its length at the start of the buffer.
+    pub len: usize,
+}
+
+/// Why a connect or rendezvous could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointError {
+    /// [`EndpointConfig::max_connections`] reached.
+    TooManyConnections,
+    /// A connection with this peer and connection id already exists
+    /// (rendezvous with the same nonce twice).
+    IdInUse(SocketAddr),
+}
+
+impl fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooManyConnections => write!(f, "too many uTP connections on this socket"),
+            Self::IdInUse(a) => write!(f, "a uTP connection to {a} with this id already exists"),
+        }
+    }
+}
+
+impl std::error::Error for EndpointError {}
+
+impl From<EndpointError> for std::io::Error {
+    fn from(e: EndpointError) -> Self {
+        let kind = match e {
+            EndpointError::TooManyConnections => std::io::ErrorKind::OutOfMemory,
+            EndpointError::IdInUse(_) => std::io::ErrorKind::AddrInUse,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// Counters of what the endpoint dropped or refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams that did not decode as uTP.
+    pub malformed: u64,
+    /// Packets for no known connection (answered with RESET when not a
+    /// RESET themselves).
+    pub strays: u64,
+    /// SYNs refused (not listening, backlog or connection limit).
+    pub syns_refused: u64,
+    /// RESETs queued to strays and refused SYNs.
+    pub resets_sent: u64,
+    /// RESETs not sent because too many were queued.
+    pub resets_dropped: u64,
+}
+
+struct Entry {
+    conn: Connection,
+    released: bool,
+    scheduled: Option<Instant>,
+}
+
+/// Many uTP connections over one UDP socket. See the module docs.
+pub struct Endpoint {
+    config: EndpointConfig,
+    rng: StdRng,
+    epoch: Instant,
+    next_handle: u64,
+    conns: HashMap<ConnectionHandle, Entry>,
+    routes: HashMap<(SocketAddr, u16), ConnectionHandle>,
+    accept_queue: VecDeque<ConnectionHandle>,
+    listening: bool,
+    resets: VecDeque<(SocketAddr, [u8; HEADER_LEN])>,
+    dirty: VecDeque<ConnectionHandle>,
+    dirty_set: HashSet<ConnectionHandle>,
+    timers: BinaryHeap<Reverse<(Instant, ConnectionHandle)>>,
+    touched: Vec<ConnectionHandle>,
+    stats: EndpointStats,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("connections", &self.conns.len())
+            .field("listening", &self.listening)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connection id (the initiator's `recv_id`) both sides of a
+/// rendezvous derive from their shared nonce (FNV-1a folded to 16 bits).
+pub fn rendezvous_id(nonce: &[u8]) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in nonce {
+        h ^= *b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    ((h >> 16) ^ (h & 0xffff)) as u16
+}
+
+impl Endpoint {
+    /// A new endpoint; `now` becomes the epoch of its timestamps.
+    pub fn new(config: EndpointConfig, now: Instant) -> Self {
+        Endpoint {
+            rng: StdRng::seed_from_u64(config.seed),
+            config,
+            epoch: now,
+            next_handle: 0,
+            conns: HashMap::new(),
+            routes: HashMap::new(),
+            accept_queue: VecDeque::new(),
+            listening: false,
+            resets: VecDeque::new(),
+            dirty: VecDeque::new(),
+            dirty_set: HashSet::new(),
+            timers: BinaryHeap::new(),
+            touched: Vec::new(),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// Whether SYNs from unknown peers are accepted (into the backlog).
+    pub fn set_listening(&mut self, listening: bool) {
+        self.listening = listening;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    /// Number of connections held (any state, including lingering ones).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether every connection is done sending (see
+    /// [`Connection::is_done_sending`]): a driver whose owner is gone may
+    /// stop then.
+    pub fn all_done_sending(&self) -> bool {
+        self.conns.values().all(|e| e.conn.is_done_sending()) && self.resets.is_empty()
+    }
+
+    /// The connection behind `h`, if it still exists.
+    pub fn connection(&self, h: ConnectionHandle) -> Option<&Connection> {
+        self.conns.get(&h).map(|e| &e.conn)
+    }
+
+    /// The connection behind `h`, for commands (`write`, `read`, `close`,
+    /// `abort`). Marks it for `poll_transmit`.
+    pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
+        if self.conns.contains_key(&h) {
+            self.mark_dirty(h);
+        }
+        self.conns.get_mut(&h).map(|e| &mut e.conn)
+    }
+
+    /// Handles whose state may have changed since the last call.
+    pub fn take_touched(&mut self) -> Vec<ConnectionHandle> {
+        std::mem::take(&mut self.touched)
+    }
+
+    fn mark_dirty(&mut self, h: ConnectionHandle) {
+        if self.dirty_set.insert(h) {
+            self.dirty.push_back(h);
+        }
+    }
+
+    fn insert(&mut self, conn: Connection, key: (SocketAddr, u16)) -> ConnectionHandle {
+        let h = ConnectionHandle(self.next_handle);
+        self.next_handle += 1;
+        self.routes.insert(key, h);
+        self.conns.insert(
+            h,
+            Entry {
+                conn,
+                released: false,
+                scheduled: None,
+            },
+        );
+        self.mark_dirty(h);
+        h
+    }
+
+    /// Opens a connection to `remote` (sends a SYN at the next
+    /// `poll_transmit`). Watch [`Connection::is_established`] and
+    /// [`Connection::error`] for the outcome.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+    ) -> Result<ConnectionHandle, EndpointError> {
+        if self.conns.len() >= self.config.max_connections {
+            return Err(EndpointError::TooManyConnections);
+        }
+        let mut id = self.rng.random::<u16>();
+        for _ in 0..1024 {
+            if !self.routes.contains_key(&(remote, id))
+                && !self.routes.contains_key(&(remote, id.wrapping_add(1)))
+            {
+                break;
+            }
+            id = self.rng.random();
+        }
+        if self.routes.contains_key(&(remote, id)) {
+            return Err(EndpointError::TooManyConnections);
+        }
+        let isn = self.rng.random();
+        let conn = Connection::connect(
+            self.config.connection.clone(),
+            now,
+            self.epoch,
+            remote,
+            id,
+            isn,
+        );
+        Ok(self.insert(conn, (remote, id)))
+    }
+
+    /// Rendezvous with `remote`, which knows the same `nonce`: the side
+    /// with `initiator == true` (by convention the one with the lower
+    /// public key) sends the SYN with the id [`rendezvous_id`]`(nonce)`; the
+    /// other waits for exactly that SYN from `remote` and for no other.
+    pub fn rendezvous(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        nonce: &[u8],
+        initiator: bool,
+    ) -> Result<ConnectionHandle, EndpointError> {
+        if self.conns.len() >= self.config.max_connections {
+            return Err(EndpointError::TooManyConnections);
+        }
+        let id = rendezvous_id(nonce);
+        let isn = self.rng.random();
+        let (conn, key) = if initiator {
+            (
+                Connection::connect(
+                    self.config.connection.clone(),
+                    now,
+                    self.epoch,
+                    remote,
+                    id,
+                    isn,
+                ),
+                (remote, id),
+            )
+        } else {
+            (
+                Connection::await_syn(
+                    self.config.connection.clone(),
+                    now,
+                    self.epoch,
+                    remote,
+                    id,
+                    isn,
+                ),
+                (remote, id.wrapping_add(1)),
+            )
+        };
+        if self.routes.contains_key(&key) {
+            return Err(EndpointError::IdInUse(remote));
+        }
+        Ok(self.insert(conn, key))
+    }
+
+    /// The next connection accepted from the backlog, with its peer.
+    pub fn accept(&mut self) -> Option<(ConnectionHandle, SocketAddr)> {
+        while let Some(h) = self.accept_queue.pop_front() {
+            if let Some(e) = self.conns.get(&h) {
+                if e.conn.state() == State::Failed {
+                    self.remove(h);
+                    continue;
+                }
+                return Some((h, e.conn.remote()));
+            }
+        }
+        None
+    }
+
+    /// Number of accepted connections waiting for [`Endpoint::accept`].
+    pub fn backlog_len(&self) -> usize {
+        self.accept_queue.len()
+    }
+
+    /// The application is done with `h`: the connection closes gracefully
+    /// (FIN after queued data) and is forgotten once closed and lingered,
+    /// or failed.
+    pub fn release(&mut self, h: ConnectionHandle) {
+        if let Some(e) = self.conns.get_mut(&h) {
+            e.released = true;
+            e.conn.close();
+            self.mark_dirty(h);
+        }
+    }
+
+    fn remove(&mut self, h: ConnectionHandle) {
+        if let Some(e) = self.conns.remove(&h) {
+            let c = &e.conn;
+            self.routes.remove(&(c.remote(), c.recv_id()));
+            self.dirty_set.remove(&h);
+        }
+    }
+
+    fn reschedule(&mut self, h: ConnectionHandle, now: Instant) {
+        let Some(e) = self.conns.get_mut(&h) else {
+            return;
+        };
+        if e.released && e.conn.is_drained(now) {
+            self.remove(h);
+            return;
+        }
+        let t = e.conn.poll_timeout();
+        if let Some(t) = t
+            && e.scheduled.is_none_or(|s| t < s)
+        {
+            e.scheduled = Some(t);
+            self.timers.push(Reverse((t, h)));
+        }
+    }
+
+    fn queue_reset(&mut self, to: SocketAddr, connection_id: u16, ack_nr: u16, now: Instant) {
+        if self.resets.len() >= self.config.max_pending_resets {
+            self.stats.resets_dropped += 1;
+            return;
+        }
+        let h = Header {
+            packet_type: PacketType::Reset,
+            connection_id,
+            timestamp: now.saturating_duration_since(self.epoch).as_micros() as u32,
+            timestamp_difference: 0,
+            wnd_size: 0,
+            seq_nr: self.rng.random(),
+            ack_nr,
+        };
+        let mut buf = [0u8; HEADER_LEN];
+        h.encode(None, &[], &mut buf);
+        self.resets.push_back((to, buf));
+        self.stats.resets_sent += 1;
+    }
+
+    /// Handles one datagram received from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Ok(pkt) = Packet::decode(data) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let id = pkt.header.connection_id;
+        let target = match pkt.header.packet_type {
+            PacketType::Syn => {
+                if let Some(h) = self.routes.get(&(from, id.wrapping_add(1))) {
+                    Some(*h)
+                } else if self.listening
+                    && self.accept_queue.len() < self.config.backlog
+                    && self.conns.len() < self.config.max_connections
+                {
+                    let isn = self.rng.random();
+                    let conn = Connection::accept(
+                        self.config.connection.clone(),
+                        now,
+                        self.epoch,
+                        from,
+                        &pkt,
+                        isn,
+                    );
+                    let h = self.insert(conn, (from, id.wrapping_add(1)));
+                    self.accept_queue.push_back(h);
+                    self.touched.push(h);
+                    self.reschedule(h, now);
+                    return;
+                } else {
+                    self.stats.syns_refused += 1;
+                    self.queue_reset(from, id, pkt.header.seq_nr, now);
+                    return;
+                }
+            }
+            PacketType::Reset => {
+                // libutp: the id is our recv id or our send id.
+                let by_recv = self.routes.get(&(from, id)).copied();
+                let by_send = [id.wrapping_add(1), id.wrapping_sub(1)]
+                    .into_iter()
+                    .filter_map(|r| self.routes.get(&(from, r)).copied())
+                    .find(|h| self.conns.get(h).is_some_and(|e| e.conn.send_id() == id));
+                by_recv.or(by_send)
+            }
+            _ => self.routes.get(&(from, id)).copied(),
+        };
+        match target {
+            Some(h) => {
+                if let Some(e) = self.conns.get_mut(&h) {
+                    e.conn.handle_packet(now, &pkt);
+                }
+                self.touched.push(h);
+                self.mark_dirty(h);
+            }
+            None => {
+                self.stats.strays += 1;
+                if pkt.header.packet_type != PacketType::Reset {
+                    self.queue_reset(from, id, pkt.header.seq_nr, now);
+                }
+            }
+        }
+    }
+
+    /// Fires the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((t, h))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.conns.get_mut(&h) else {
+                continue;
+            };
+            if e.scheduled != Some(t) {
+                continue;
+            }
+            e.scheduled = None;
+            e.conn.handle_timeout(now);
+            self.touched.push(h);
+            // Rescheduled by poll_transmit once its output is drained (a
+            // keep-alive deadline only moves when the packet is sent).
+            self.mark_dirty(h);
+        }
+    }
+
+    /// When [`Endpoint::handle_timeout`] should next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((t, h))) = self.timers.peek().copied() {
+            if self.conns.get(&h).is_some_and(|e| e.scheduled == Some(t)) {
+                return Some(t);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Writes the next datagram to send into `buf` (at least
+    /// [`super::MAX_DATAGRAM`] bytes). Connections take turns.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((to, bytes)) = self.resets.pop_front() {
+            buf[..HEADER_LEN].copy_from_slice(&bytes);
+            return Some(Transmit {
+                destination: to,
+                len: HEADER_LEN,
+            });
+        }
+        while let Some(h) = self.dirty.pop_front() {
+            let Some(e) = self.conns.get_mut(&h) else {
+                self.dirty_set.remove(&h);
+                continue;
+            };
+            if let Some(len) = e.conn.poll_transmit(now, buf) {
+                let destination = e.conn.remote();
+                self.dirty.push_back(h);
+                return Some(Transmit { destination, len });
+            }
+            self.dirty_set.remove(&h);
+            self.reschedule(h, now);
+        }
+        None
+    }
+}
