@@ -43,14 +43,72 @@ use crate::error::{Error, Result};
 use crate::handshake::{self, Responded};
 use crate::identity::{Identity, PublicKey};
 use crate::proto::{Opener, RecvBuf, Sealer, Session};
+use crate::utp::aio::{UtpSocket, UtpStream};
 
 /// How many plaintext bytes one write seals at most before handing them to
 /// the socket.
 pub(crate) const WRITE_BATCH: usize = 128 * 1024;
 
+/// The byte stream under the encryption: a TCP socket or a uTP connection.
+pub(crate) enum Carrier {
+    Tcp(TcpStream),
+    Utp(UtpStream),
+}
+
+impl Carrier {
+    pub(crate) fn protocol(&self) -> Protocol {
+        match self {
+            Carrier::Tcp(_) => Protocol::Tcp,
+            Carrier::Utp(_) => Protocol::Utp,
+        }
+    }
+
+    fn addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
+        match self {
+            Carrier::Tcp(s) => Ok((s.peer_addr()?, s.local_addr()?)),
+            Carrier::Utp(s) => Ok((s.peer_addr(), s.local_addr())),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Carrier::Tcp($s) => $e,
+            Carrier::Utp($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Carrier {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Carrier {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
 /// An encrypted stream, async. See [`crate::Stream`] for the blocking one.
 pub struct Stream {
-    io: TcpStream,
+    io: Carrier,
     rx: RecvBuf,
     opener: Opener,
     sealer: Sealer,
@@ -71,10 +129,9 @@ impl std::fmt::Debug for Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(io: TcpStream, session: Session) -> io::Result<Stream> {
+    pub(crate) fn new(io: Carrier, session: Session) -> io::Result<Stream> {
         let peer_key = session.peer();
-        let peer_addr = io.peer_addr()?;
-        let local_addr = io.local_addr()?;
+        let (peer_addr, local_addr) = io.addrs()?;
         let (opener, sealer) = session.split();
         Ok(Stream {
             io,
@@ -136,10 +193,10 @@ impl Stream {
 
     /// The carrier protocol.
     pub fn protocol(&self) -> Protocol {
-        Protocol::Tcp
+        self.io.protocol()
     }
 
-    pub(crate) fn into_parts(self) -> (TcpStream, RecvBuf, Opener, Sealer, PublicKey) {
+    pub(crate) fn into_parts(self) -> (Carrier, RecvBuf, Opener, Sealer, PublicKey) {
         (self.io, self.rx, self.opener, self.sealer, self.peer_key)
     }
 
@@ -158,15 +215,31 @@ impl Stream {
 }
 
 async fn connect_one(identity: &Identity, ep: &Endpoint, timeout: Duration) -> Result<Stream> {
-    if ep.protocol == Protocol::Utp {
-        return Err(Error::Unsupported(format!("uTP (connecting to {ep})")));
-    }
     let attempt = async {
-        let mut io = TcpStream::connect(ep.addr)
-            .await
-            .map_err(|e| Error::io(format!("connecting to {ep}"), e))?;
-        io.set_nodelay(true)
-            .map_err(|e| Error::io(format!("setting TCP_NODELAY on {ep}"), e))?;
+        let mut io = match ep.protocol {
+            Protocol::Tcp => {
+                let io = TcpStream::connect(ep.addr)
+                    .await
+                    .map_err(|e| Error::io(format!("connecting to {ep}"), e))?;
+                io.set_nodelay(true)
+                    .map_err(|e| Error::io(format!("setting TCP_NODELAY on {ep}"), e))?;
+                Carrier::Tcp(io)
+            }
+            Protocol::Utp => {
+                // One UDP socket per outgoing connection: its driver task
+                // ends when the stream is dropped (after the FIN is acked).
+                let unspecified: SocketAddr = if ep.addr.is_ipv4() {
+                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+                } else {
+                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+                };
+                let fail = |e| Error::io(format!("connecting to {ep}"), e);
+                let sock =
+                    UtpSocket::from_std(std::net::UdpSocket::bind(unspecified).map_err(fail)?)
+                        .map_err(fail)?;
+                Carrier::Utp(sock.connect(ep.addr).await.map_err(fail)?)
+            }
+        };
         let session = handshake::initiate_async(&mut io, identity, ep, &[], timeout).await?;
         Stream::new(io, session).map_err(|e| Error::io(format!("connected to {ep}"), e))
     };
@@ -294,7 +367,7 @@ impl ListenerOptions {
 
 /// A connection whose handshake completed, waiting for `accept`.
 pub(crate) struct Incoming {
-    pub(crate) io: TcpStream,
+    pub(crate) io: Carrier,
     pub(crate) session: Session,
     #[allow(dead_code)] // read by rendezvous matching (ListenerSet) later
     pub(crate) payload: Vec<u8>,
@@ -333,7 +406,7 @@ impl Listener {
     /// # Errors
     ///
     /// [`Error::Io`] naming the endpoint that could not be bound,
-    /// [`Error::Unsupported`] for uTP (not yet built).
+    /// [`Error::InvalidEndpoint`] when none is given.
     pub async fn bind(identity: &Identity, endpoints: impl ToListenEndpoints) -> Result<Listener> {
         Listener::bind_with(identity, endpoints, ListenerOptions::default()).await
     }
@@ -357,19 +430,23 @@ impl Listener {
         }
         let mut sockets = Vec::with_capacity(listen.len());
         for le in &listen {
-            sockets.push(bind_tcp(le)?);
+            sockets.push(Acceptor::bind(le)?);
         }
         let (tx, rx) = mpsc::channel(options.accept_queue);
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::new();
         let handshakes = Arc::new(Semaphore::new(options.max_pending_handshakes));
+        let mut bound = Vec::new();
         for sock in sockets {
-            let local = sock
-                .local_addr()
-                .map_err(|e| Error::io("reading a listener's local address", e))?;
+            let local = sock.local_addr();
             local_addrs.push(local);
-            log::info!("listening on tcp://{local} as {}", identity.public_key());
+            bound.push(ListenEndpoint::new(sock.protocol(), local));
+            log::info!(
+                "listening on {}://{local} as {}",
+                sock.protocol(),
+                identity.public_key()
+            );
             tasks.spawn_on(
                 accept_loop(
                     sock,
@@ -382,7 +459,7 @@ impl Listener {
                 crust_runtime::handle(),
             );
         }
-        let endpoints = listen_addrs_to_endpoints(&local_addrs, identity.public_key());
+        let endpoints = listen_addrs_to_endpoints(&bound, identity.public_key());
         Ok(Listener {
             identity: identity.clone(),
             endpoints,
@@ -452,31 +529,78 @@ impl Drop for Listener {
     }
 }
 
-fn bind_tcp(le: &ListenEndpoint) -> Result<TcpListener> {
-    match le.protocol {
-        Protocol::Tcp => {}
-        Protocol::Utp => return Err(Error::Unsupported(format!("uTP (listening on {le})"))),
+/// A bound listening socket: TCP, or a UDP socket carrying uTP.
+enum Acceptor {
+    Tcp(TcpListener, SocketAddr),
+    Utp(UtpSocket),
+}
+
+impl Acceptor {
+    fn bind(le: &ListenEndpoint) -> Result<Acceptor> {
+        let fail = |e| Error::io(format!("binding {le}"), e);
+        let domain = socket2::Domain::for_address(le.addr);
+        let ty = match le.protocol {
+            Protocol::Tcp => socket2::Type::STREAM,
+            Protocol::Utp => socket2::Type::DGRAM,
+        };
+        let sock = socket2::Socket::new(domain, ty, None).map_err(fail)?;
+        if le.addr.is_ipv6() {
+            sock.set_only_v6(true).map_err(fail)?;
+        }
+        sock.set_reuse_address(true).map_err(fail)?;
+        sock.set_nonblocking(true).map_err(fail)?;
+        sock.bind(&le.addr.into()).map_err(fail)?;
+        match le.protocol {
+            Protocol::Tcp => {
+                sock.listen(1024).map_err(fail)?;
+                let _guard = crust_runtime::handle().enter();
+                let l = TcpListener::from_std(sock.into()).map_err(fail)?;
+                let local = l.local_addr().map_err(fail)?;
+                Ok(Acceptor::Tcp(l, local))
+            }
+            Protocol::Utp => {
+                let utp = UtpSocket::from_std(sock.into()).map_err(fail)?;
+                utp.set_listening(true);
+                Ok(Acceptor::Utp(utp))
+            }
+        }
     }
-    let fail = |e| Error::io(format!("binding {le}"), e);
-    let domain = socket2::Domain::for_address(le.addr);
-    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
-        .map_err(fail)?;
-    if le.addr.is_ipv6() {
-        sock.set_only_v6(true).map_err(fail)?;
+
+    fn protocol(&self) -> Protocol {
+        match self {
+            Acceptor::Tcp(..) => Protocol::Tcp,
+            Acceptor::Utp(_) => Protocol::Utp,
+        }
     }
-    sock.set_reuse_address(true).map_err(fail)?;
-    sock.set_nonblocking(true).map_err(fail)?;
-    sock.bind(&le.addr.into()).map_err(fail)?;
-    sock.listen(1024).map_err(fail)?;
-    let _guard = crust_runtime::handle().enter();
-    TcpListener::from_std(sock.into()).map_err(fail)
+
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Acceptor::Tcp(_, local) => *local,
+            Acceptor::Utp(u) => u.local_addr(),
+        }
+    }
+
+    async fn accept(&self) -> io::Result<(Carrier, SocketAddr)> {
+        match self {
+            Acceptor::Tcp(l, _) => {
+                let (io, peer) = l.accept().await?;
+                let _ = io.set_nodelay(true);
+                Ok((Carrier::Tcp(io), peer))
+            }
+            Acceptor::Utp(u) => {
+                let (io, peer) = u.accept().await?;
+                Ok((Carrier::Utp(io), peer))
+            }
+        }
+    }
 }
 
 /// Expands unspecified addresses to the interfaces' addresses of the same
 /// family.
-pub(crate) fn listen_addrs_to_endpoints(addrs: &[SocketAddr], key: PublicKey) -> Vec<Endpoint> {
+pub(crate) fn listen_addrs_to_endpoints(bound: &[ListenEndpoint], key: PublicKey) -> Vec<Endpoint> {
     let mut out = Vec::new();
-    for a in addrs {
+    for ListenEndpoint { protocol, addr } in bound {
+        let (protocol, a) = (*protocol, addr);
         if a.ip().is_unspecified() {
             match if_addrs::get_if_addrs() {
                 Ok(ifs) => {
@@ -484,30 +608,31 @@ pub(crate) fn listen_addrs_to_endpoints(addrs: &[SocketAddr], key: PublicKey) ->
                         let ip = i.ip();
                         if ip.is_ipv4() == a.is_ipv4() {
                             let sa = SocketAddr::new(ip, a.port());
-                            out.push(Endpoint::new(Protocol::Tcp, sa, key));
+                            out.push(Endpoint::new(protocol, sa, key));
                         }
                     }
                 }
                 Err(e) => log::warn!("cannot list interfaces to expand {a}: {e}"),
             }
         } else {
-            out.push(Endpoint::new(Protocol::Tcp, *a, key));
+            out.push(Endpoint::new(protocol, *a, key));
         }
     }
-    out.sort_by_key(|e| (!e.addr.ip().is_loopback(), e.addr));
+    out.sort_by_key(|e| (e.protocol, !e.addr.ip().is_loopback(), e.addr));
     out.dedup();
     out
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Acceptor,
     identity: Identity,
     options: ListenerOptions,
     tx: mpsc::Sender<Incoming>,
     mut shutdown: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
 ) {
-    let local = listener.local_addr().ok();
+    let local = listener.local_addr();
+    let protocol = listener.protocol();
     let identity = Arc::new(identity);
     let mut handshakes = JoinSet::new();
     loop {
@@ -519,7 +644,7 @@ async fn accept_loop(
                     Ok(x) => x,
                     Err(e) => {
                         // Out of descriptors or similar: back off, keep going.
-                        log::warn!("accepting on {local:?}: {e}");
+                        log::warn!("accepting on {protocol}://{local}: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -531,7 +656,6 @@ async fn accept_loop(
                     );
                     continue;
                 };
-                let _ = io.set_nodelay(true);
                 let identity = identity.clone();
                 let tx = tx.clone();
                 let limit = options.handshake_timeout;
@@ -539,7 +663,7 @@ async fn accept_loop(
                     let _permit = permit;
                     let result = tokio::time::timeout(
                         limit,
-                        handshake::respond_async(&mut io, &identity, Protocol::Tcp, peer),
+                        handshake::respond_async(&mut io, &identity, protocol, peer),
                     )
                     .await;
                     match result {
@@ -555,5 +679,5 @@ async fn accept_loop(
         }
     }
     handshakes.shutdown().await;
-    log::debug!("listener on {local:?} closed");
+    log::debug!("listener on {protocol}://{local} closed");
 }

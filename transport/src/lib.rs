@@ -54,6 +54,7 @@
 #![warn(unreachable_pub)]
 
 pub mod aio;
+mod carrier;
 mod endpoint;
 mod error;
 mod handshake;

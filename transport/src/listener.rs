@@ -40,14 +40,14 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds every listen endpoint (e.g. `"tcp://0.0.0.0:5483"`) and starts
-    /// accepting as `identity`.
+    /// Binds every listen endpoint (e.g. `"tcp://0.0.0.0:5483"`,
+    /// `"utp://[::]:5483"`, or several) and starts accepting as `identity`.
+    /// A uTP endpoint's UDP socket carries all its connections.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] naming the endpoint that could not be bound,
-    /// [`Error::InvalidEndpoint`], [`Error::Unsupported`] for uTP (not yet
-    /// built).
+    /// [`Error::InvalidEndpoint`].
     pub fn bind(identity: &Identity, endpoints: impl ToListenEndpoints) -> Result<Listener> {
         Listener::bind_with(identity, endpoints, ListenerOptions::default())
     }

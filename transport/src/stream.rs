@@ -2,10 +2,11 @@
 
 use std::io::{self, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::aio::{self, WRITE_BATCH};
+use crate::carrier::{BlockingCarrier, lock};
 use crate::endpoint::{Endpoint, Protocol, ToEndpoints};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, PublicKey};
@@ -52,7 +53,7 @@ pub struct WriteStream {
 }
 
 struct Inner {
-    sock: TcpStream,
+    sock: BlockingCarrier,
     peer_key: PublicKey,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
@@ -75,22 +76,15 @@ struct WriteState {
     broken: Option<io::ErrorKind>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave the state inconsistent in
-    // a way that matters more than the panic itself.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Stream {
     fn from_parts(
-        sock: TcpStream,
+        sock: BlockingCarrier,
         rx: RecvBuf,
         opener: Opener,
         sealer: Sealer,
         peer_key: PublicKey,
     ) -> io::Result<Stream> {
-        let peer_addr = sock.peer_addr()?;
-        let local_addr = sock.local_addr()?;
+        let (peer_addr, local_addr) = sock.addrs()?;
         Ok(Stream {
             inner: Arc::new(Inner {
                 sock,
@@ -116,15 +110,14 @@ impl Stream {
     /// The OS error if the socket cannot be switched to blocking mode.
     pub fn from_aio(stream: aio::Stream) -> io::Result<Stream> {
         let (io, rx, opener, sealer, peer_key) = stream.into_parts();
-        let sock = io.into_std()?;
-        sock.set_nonblocking(false)?;
+        let sock = BlockingCarrier::from_aio(io)?;
         Stream::from_parts(sock, rx, opener, sealer, peer_key)
     }
 
     /// Connects to the first of `endpoints` that answers and completes the
     /// encrypted handshake as `identity`.
     ///
-    /// `timeout` bounds each attempt: TCP connect plus handshake. The
+    /// `timeout` bounds each attempt: TCP or uTP connect plus handshake. The
     /// handshake runs on the shared runtime (the same code as
     /// [`aio::Stream::direct_connect`]); the stream it returns is then a
     /// plain blocking socket read and written from the calling thread.
@@ -134,8 +127,7 @@ impl Stream {
     /// The last attempt's error: [`Error::PeerKeyMismatch`] when the listener
     /// does not hold the endpoint's key (it never hangs),
     /// [`Error::VersionMismatch`], [`Error::TimedOut`], [`Error::Io`] (e.g.
-    /// connection refused), [`Error::Unsupported`] for uTP (not yet built),
-    /// and an [`Error::Io`] naming the `aio` alternative when called from a
+    /// connection refused; for uTP, refused by a RESET), and an [`Error::Io`] naming the `aio` alternative when called from a
     /// current-thread tokio runtime.
     pub fn direct_connect(
         identity: &Identity,
@@ -176,7 +168,7 @@ impl Stream {
 
     /// The carrier protocol.
     pub fn protocol(&self) -> Protocol {
-        Protocol::Tcp
+        self.inner.sock.protocol()
     }
 
     /// The endpoint of the peer: its protocol, address and key.
@@ -242,13 +234,15 @@ impl Inner {
         let mut guard = lock(&self.reader);
         let st = &mut *guard;
         loop {
-            if let Some(len) = st.rx.direct_frame_len(buf.len()) {
-                return self.read_direct(st, &mut buf[..len]);
+            if let BlockingCarrier::Tcp(sock) = &self.sock
+                && let Some(len) = st.rx.direct_frame_len(buf.len())
+            {
+                return self.read_direct(sock, st, &mut buf[..len]);
             }
             if let Some(n) = st.rx.read_plain(&mut st.opener, buf)? {
                 return Ok(n);
             }
-            match (&self.sock).read(st.rx.spare()) {
+            match self.sock.read(st.rx.spare()) {
                 Ok(0) if st.rx.at_frame_boundary() => return Ok(0),
                 Ok(0) => return Err(aio::mid_record_eof(self.peer_addr)),
                 Ok(n) => st.rx.filled(n),
@@ -261,7 +255,12 @@ impl Inner {
     /// Reads one record's body from the socket straight into the caller's
     /// buffer, with the next record's header behind it, and decrypts it in
     /// place: no copy beyond the kernel's.
-    fn read_direct(&self, st: &mut ReadState, body: &mut [u8]) -> io::Result<usize> {
+    fn read_direct(
+        &self,
+        mut sock: &TcpStream,
+        st: &mut ReadState,
+        body: &mut [u8],
+    ) -> io::Result<usize> {
         let len = body.len();
         let mut got = 0;
         let mut next = [0u8; 2];
@@ -271,7 +270,7 @@ impl Inner {
                 IoSliceMut::new(&mut body[got..]),
                 IoSliceMut::new(&mut next),
             ];
-            match (&self.sock).read_vectored(&mut iov) {
+            match sock.read_vectored(&mut iov) {
                 Ok(0) => {
                     st.rx.abort_direct(&body[..got]);
                     return Err(aio::mid_record_eof(self.peer_addr));
@@ -315,7 +314,7 @@ impl Inner {
     /// Sends `tx[sent..]`. On error, `sent` says how far it got.
     fn send_pending(&self, st: &mut WriteState) -> io::Result<()> {
         while st.sent < st.tx.len() {
-            match (&self.sock).write(&st.tx[st.sent..]) {
+            match self.sock.write(&st.tx[st.sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => st.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -481,7 +480,7 @@ impl WriteStream {
 
 impl Drop for WriteStream {
     fn drop(&mut self) {
-        let _ = self.inner.sock.shutdown(Shutdown::Write);
+        self.inner.sock.shutdown_write_now();
     }
 }
 

@@ -192,18 +192,6 @@ fn direct_connect_tries_endpoints_in_order() {
 }
 
 #[test]
-fn utp_is_a_clear_not_yet_supported_error() {
-    let id = Identity::generate();
-    let e = Listener::bind(&id, "utp://127.0.0.1:0").unwrap_err();
-    assert!(matches!(e, Error::Unsupported(_)), "{e}");
-    let ep: Endpoint = format!("utp://127.0.0.1:9/?pubkey={}", id.public_key())
-        .parse()
-        .unwrap();
-    let e = Stream::direct_connect(&id, ep, T).unwrap_err();
-    assert!(e.to_string().contains("not yet supported"), "{e}");
-}
-
-#[test]
 fn blocking_call_inside_current_thread_runtime_is_a_clear_error() {
     let (_, listener, ep) = listener();
     let rt = tokio::runtime::Builder::new_current_thread()

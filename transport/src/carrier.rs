@@ -1,0 +1,195 @@
+//! The byte stream under a blocking [`Stream`](crate::Stream): a blocking
+//! TCP socket used straight from the calling thread, or a uTP connection
+//! whose driver is a task on the shared runtime.
+
+use std::future::Future;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::pin::pin;
+use std::sync::{Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use crate::aio::Carrier;
+use crate::endpoint::Protocol;
+use crate::utp::aio::UtpStream;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the state inconsistent in
+    // a way that matters more than the panic itself.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) enum BlockingCarrier {
+    /// A TCP socket in blocking mode: the kernel wakes the calling thread.
+    Tcp(TcpStream),
+    /// A uTP connection: each call waits on the shared runtime.
+    Utp(Utp),
+}
+
+pub(crate) struct Utp {
+    read: Mutex<ReadHalf<UtpStream>>,
+    write: Mutex<WriteHalf<UtpStream>>,
+    read_timeout: Mutex<Option<Duration>>,
+    write_timeout: Mutex<Option<Duration>>,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+fn check_timeout(t: Option<Duration>) -> io::Result<()> {
+    if t == Some(Duration::ZERO) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a zero duration timeout",
+        ));
+    }
+    Ok(())
+}
+
+/// Waits for `f` on the shared runtime, for at most `timeout`.
+fn wait<T>(timeout: Option<Duration>, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    crust_runtime::block_on(async move {
+        match timeout {
+            None => f.await,
+            Some(t) => tokio::time::timeout(t, f)
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+        }
+    })?
+}
+
+/// Polls `f` once without blocking.
+fn poll_once<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+impl BlockingCarrier {
+    /// Takes a carrier out of the async world.
+    pub(crate) fn from_aio(c: Carrier) -> io::Result<BlockingCarrier> {
+        match c {
+            Carrier::Tcp(s) => {
+                let s = s.into_std()?;
+                s.set_nonblocking(false)?;
+                Ok(BlockingCarrier::Tcp(s))
+            }
+            Carrier::Utp(s) => {
+                let (peer, local) = (s.peer_addr(), s.local_addr());
+                let (r, w) = tokio::io::split(s);
+                Ok(BlockingCarrier::Utp(Utp {
+                    read: Mutex::new(r),
+                    write: Mutex::new(w),
+                    read_timeout: Mutex::new(None),
+                    write_timeout: Mutex::new(None),
+                    peer,
+                    local,
+                }))
+            }
+        }
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        match self {
+            BlockingCarrier::Tcp(_) => Protocol::Tcp,
+            BlockingCarrier::Utp(_) => Protocol::Utp,
+        }
+    }
+
+    pub(crate) fn addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
+        match self {
+            BlockingCarrier::Tcp(s) => Ok((s.peer_addr()?, s.local_addr()?)),
+            BlockingCarrier::Utp(u) => Ok((u.peer, u.local)),
+        }
+    }
+
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlockingCarrier::Tcp(s) => (&*s).read(buf),
+            BlockingCarrier::Utp(u) => {
+                let t = *lock(&u.read_timeout);
+                let mut r = lock(&u.read);
+                wait(t, r.read(buf))
+            }
+        }
+    }
+
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlockingCarrier::Tcp(s) => (&*s).write(buf),
+            BlockingCarrier::Utp(u) => {
+                let t = *lock(&u.write_timeout);
+                let mut w = lock(&u.write);
+                wait(t, w.write(buf))
+            }
+        }
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            BlockingCarrier::Tcp(s) => s.shutdown(how),
+            BlockingCarrier::Utp(u) => {
+                if how != Shutdown::Read {
+                    let t = *lock(&u.write_timeout);
+                    let mut w = lock(&u.write);
+                    wait(t, w.shutdown())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Shuts down the sending direction without ever blocking (for `Drop`).
+    pub(crate) fn shutdown_write_now(&self) {
+        match self {
+            BlockingCarrier::Tcp(s) => {
+                let _ = s.shutdown(Shutdown::Write);
+            }
+            BlockingCarrier::Utp(u) => {
+                if let Ok(mut w) = u.write.try_lock() {
+                    let _ = poll_once(w.shutdown());
+                }
+            }
+        }
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            BlockingCarrier::Tcp(s) => s.set_read_timeout(t),
+            BlockingCarrier::Utp(u) => {
+                check_timeout(t)?;
+                *lock(&u.read_timeout) = t;
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            BlockingCarrier::Tcp(s) => s.set_write_timeout(t),
+            BlockingCarrier::Utp(u) => {
+                check_timeout(t)?;
+                *lock(&u.write_timeout) = t;
+                Ok(())
+            }
+        }
+    }
+
+    pub(crate) fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        match self {
+            BlockingCarrier::Tcp(s) => s.read_timeout(),
+            BlockingCarrier::Utp(u) => Ok(*lock(&u.read_timeout)),
+        }
+    }
+
+    pub(crate) fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        match self {
+            BlockingCarrier::Tcp(s) => s.write_timeout(),
+            BlockingCarrier::Utp(u) => Ok(*lock(&u.write_timeout)),
+        }
+    }
+}
