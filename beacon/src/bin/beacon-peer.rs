@@ -14,7 +14,8 @@
 //! Output on stdout:
 //! - `id <hex>` once, when the beacon runs;
 //! - `heard <micros since start> <sender address> <data as hex>` per message;
-//! - `stats <dropped> <delivered> <sends>` after `stats` or at exit.
+//! - `stats <dropped> <delivered> <sends> <own echoes>` after `stats` or at
+//!   exit.
 //!
 //! Commands on stdin, one per line: `data <text>`, `period <ms>`, `stats`,
 //! `quit`. End of input quits too, so the process ends with its parent.
@@ -137,12 +138,18 @@ fn main() -> ExitCode {
                         },
                         "stats" => {
                             let s = beacon.stats();
-                            say(format!("stats {} {} {}", s.dropped, s.delivered, s.sends));
+                            say(format!(
+                                "stats {} {} {} {}",
+                                s.dropped, s.delivered, s.sends, s.own_echoes
+                            ));
                             Ok(())
                         }
                         "quit" => {
                             let s = beacon.stats();
-                            say(format!("stats {} {} {}", s.dropped, s.delivered, s.sends));
+                            say(format!(
+                                "stats {} {} {} {}",
+                                s.dropped, s.delivered, s.sends, s.own_echoes
+                            ));
                             return ExitCode::SUCCESS;
                         }
                         "" => Ok(()),
