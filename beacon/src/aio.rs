@@ -189,10 +189,10 @@ impl Beacon {
     /// # }
     /// ```
     pub async fn close(mut self) {
-        if let Some(task) = self.stop() {
-            if let Err(e) = task.await {
-                log::error!("beacon on port {}: task failed: {e}", self.shared.port);
-            }
+        if let Some(task) = self.stop()
+            && let Err(e) = task.await
+        {
+            log::error!("beacon on port {}: task failed: {e}", self.shared.port);
         }
     }
 

@@ -268,10 +268,11 @@ impl BeaconCore {
     pub fn set_period(&mut self, period: Duration, now: Instant) {
         assert!(!period.is_zero(), "beacon period must not be zero");
         self.period = period;
-        if self.periodic_pending && !self.answer_pending {
-            if let Some(last) = self.last_send {
-                self.next_send = (last + period).max(now);
-            }
+        if self.periodic_pending
+            && !self.answer_pending
+            && let Some(last) = self.last_send
+        {
+            self.next_send = (last + period).max(now);
         }
     }
 
@@ -365,10 +366,10 @@ impl BeaconCore {
     }
 
     fn schedule_answer(&mut self, now: Instant) {
-        if let Some(last) = self.last_answer {
-            if now.saturating_duration_since(last) < ANSWER_MIN_GAP {
-                return;
-            }
+        if let Some(last) = self.last_answer
+            && now.saturating_duration_since(last) < ANSWER_MIN_GAP
+        {
+            return;
         }
         let jitter_us = self.next_random() % (ANSWER_JITTER.as_micros() as u64 + 1);
         let at = now + Duration::from_micros(jitter_us);
@@ -604,10 +605,12 @@ mod tests {
             }
             for w in &wires {
                 for (i, c) in cores.iter_mut().enumerate() {
-                    if let Outcome::Message(d) = c.handle_datagram(now, w) {
-                        if i == 1 && d == [1] && found_at.is_none() {
-                            found_at = Some(now);
-                        }
+                    if let Outcome::Message(d) = c.handle_datagram(now, w)
+                        && i == 1
+                        && d == [1]
+                        && found_at.is_none()
+                    {
+                        found_at = Some(now);
                     }
                 }
             }

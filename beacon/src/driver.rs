@@ -124,17 +124,17 @@ impl Shared {
             .iter()
             .map(|a| a.load(Ordering::Relaxed))
             .collect();
-        let mut s = Stats::default();
-        s.received = v[0];
-        s.delivered = v[1];
-        s.own_echoes = v[2];
-        s.dropped = v[3];
-        s.sends = v[4];
-        s.answers = v[5];
-        s.ignored = v[6];
-        s.overflowed = v[7];
-        s.send_errors = v[8];
-        s
+        Stats {
+            received: v[0],
+            delivered: v[1],
+            own_echoes: v[2],
+            dropped: v[3],
+            sends: v[4],
+            answers: v[5],
+            ignored: v[6],
+            overflowed: v[7],
+            send_errors: v[8],
+        }
     }
 }
 
@@ -212,11 +212,11 @@ impl State {
 
     fn apply_pending(&mut self, now: Instant) {
         let pending = std::mem::take(&mut *self.shared.lock());
-        if let Some(data) = pending.data {
-            if let Err(e) = self.core.set_data(&data) {
-                // The controller checks the limit first; this is a bug if seen.
-                log::error!("beacon on port {}: {e}", self.cfg.port);
-            }
+        if let Some(data) = pending.data
+            && let Err(e) = self.core.set_data(&data)
+        {
+            // The controller checks the limit first; this is a bug if seen.
+            log::error!("beacon on port {}: {e}", self.cfg.port);
         }
         if let Some(period) = pending.period {
             self.core.set_period(period, now);
@@ -239,15 +239,13 @@ impl State {
             self.cfg.ipv6,
         );
         let first = std::mem::replace(&mut self.first_refresh, false);
-        if first {
-            if let Some(names) = &self.cfg.interfaces {
-                for n in names {
-                    if !list.iter().any(|i| &i.name == n) {
-                        log::warn!(
-                            "beacon on port {port}: interface {n:?} does not exist (yet); \
-                             it will be used if it appears"
-                        );
-                    }
+        if first && let Some(names) = &self.cfg.interfaces {
+            for n in names {
+                if !list.iter().any(|i| &i.name == n) {
+                    log::warn!(
+                        "beacon on port {port}: interface {n:?} does not exist (yet); \
+                         it will be used if it appears"
+                    );
                 }
             }
         }

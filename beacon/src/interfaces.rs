@@ -48,9 +48,7 @@ pub(crate) fn select(
     ipv4: bool,
     ipv6: bool,
 ) -> Targets {
-    let wanted = |i: &Interface| {
-        i.is_oper_up() && only.is_none_or(|names| names.iter().any(|n| *n == i.name))
-    };
+    let wanted = |i: &Interface| i.is_oper_up() && only.is_none_or(|names| names.contains(&i.name));
     let mut v4 = BTreeSet::new();
     let mut v6: Vec<V6Target> = Vec::new();
     for i in ifaces.iter().filter(|i| wanted(i)) {

@@ -41,9 +41,9 @@ fn beacons_in_three_processes_hear_each_other_never_themselves() {
     p2.wait_until("both others", |p| {
         p.heard_data(b"proc-one") && p.heard_data(b"in-process")
     });
-    let mut seen = HashSet::new();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut buf = Vec::new();
-    while !(seen.contains(&b"proc-one"[..].to_vec()) && seen.contains(&b"proc-two"[..].to_vec())) {
+    while !(seen.contains(&b"proc-one"[..]) && seen.contains(&b"proc-two"[..])) {
         me.next_message_timeout(&mut buf, HANG_GUARD).unwrap();
         assert_ne!(buf, b"in-process", "heard itself");
         seen.insert(buf.clone());
