@@ -41,7 +41,7 @@
 //!
 //! // `a` sends at once; `b` hears it; `a` ignores its own echo.
 //! let wire = a.poll_transmit(t0).unwrap().to_vec();
-//! assert_eq!(b.handle_datagram(t0, &wire), Outcome::Message(&b"a"[..]));
+//! assert_eq!(b.handle_datagram(t0, &wire).data(), Some(&b"a"[..]));
 //! assert_eq!(a.handle_datagram(t0, &wire), Outcome::OwnEcho);
 //! // Nothing more is due until the next burst send.
 //! assert!(a.poll_transmit(t0).is_none());
@@ -50,7 +50,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::packet::{self, DecodeError, EncodeError};
+use crate::packet::{self, DecodeError, EncodeError, Packet};
 
 /// Gaps between the sends of the start-up burst, after the first send.
 pub const BURST_GAPS: [Duration; 3] = [
@@ -120,12 +120,30 @@ impl CoreConfig {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome<'a> {
-    /// Another beacon's message: its data.
-    Message(&'a [u8]),
+    /// Another beacon's message: its id and data.
+    Message(Packet<'a>),
     /// Our own message, heard back: ignore.
     OwnEcho,
     /// Not a beacon message (counted in [`Stats::dropped`]).
     Dropped(DecodeError),
+}
+
+impl<'a> Outcome<'a> {
+    /// The data of a [`Outcome::Message`], else `None`.
+    ///
+    /// ```
+    /// use beacon::core::Outcome;
+    /// use beacon::packet::Packet;
+    /// let o = Outcome::Message(Packet { id: b"i", data: b"d" });
+    /// assert_eq!(o.data(), Some(&b"d"[..]));
+    /// assert_eq!(Outcome::OwnEcho.data(), None);
+    /// ```
+    pub fn data(&self) -> Option<&'a [u8]> {
+        match self {
+            Outcome::Message(p) => Some(p.data),
+            _ => None,
+        }
+    }
 }
 
 /// Counters of a beacon.
@@ -337,7 +355,7 @@ impl BeaconCore {
         if self.note_seen(p.id, now) && self.answer_new_peers {
             self.schedule_answer(now);
         }
-        Outcome::Message(p.data)
+        Outcome::Message(p)
     }
 
     /// Records `id` as heard at `now`; true if it was not remembered.
@@ -477,7 +495,7 @@ mod tests {
         let wa = a.poll_transmit(t0).unwrap().to_vec();
         let wb = b.poll_transmit(t0).unwrap().to_vec();
         assert_eq!(a.handle_datagram(t0, &wa), Outcome::OwnEcho);
-        assert_eq!(a.handle_datagram(t0, &wb), Outcome::Message(&[2][..]));
+        assert_eq!(a.handle_datagram(t0, &wb).data(), Some(&[2][..]));
         assert!(matches!(
             a.handle_datagram(t0, b"garbage!"),
             Outcome::Dropped(DecodeError::ForeignMagic)
@@ -498,7 +516,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = BeaconCore::new(CoreConfig::new(SEC), vec![], b"x", t0).unwrap();
         let w = a.poll_transmit(t0).unwrap().to_vec();
-        assert_eq!(a.handle_datagram(t0, &w), Outcome::Message(&b"x"[..]));
+        assert_eq!(a.handle_datagram(t0, &w).data(), Some(&b"x"[..]));
     }
 
     #[test]
@@ -511,7 +529,7 @@ mod tests {
 
         let mut new = core(2, 10 * SEC, now);
         let hello = new.poll_transmit(now).unwrap().to_vec();
-        assert_eq!(old.handle_datagram(now, &hello), Outcome::Message(&[2][..]));
+        assert_eq!(old.handle_datagram(now, &hello).data(), Some(&[2][..]));
         let answer_at = old.poll_timeout();
         assert!(answer_at >= now && answer_at <= now + ANSWER_JITTER);
         let reply = old.poll_transmit(answer_at).unwrap().to_vec();
@@ -519,8 +537,8 @@ mod tests {
         // Back to the period after the answer.
         assert_eq!(old.poll_timeout(), answer_at + 10 * SEC);
         assert_eq!(
-            new.handle_datagram(answer_at, &reply),
-            Outcome::Message(&[1][..])
+            new.handle_datagram(answer_at, &reply).data(),
+            Some(&[1][..])
         );
         // A known id is not answered again.
         let later = answer_at + SEC;
@@ -605,7 +623,7 @@ mod tests {
             }
             for w in &wires {
                 for (i, c) in cores.iter_mut().enumerate() {
-                    if let Outcome::Message(d) = c.handle_datagram(now, w)
+                    if let Some(d) = c.handle_datagram(now, w).data()
                         && i == 1
                         && d == [1]
                         && found_at.is_none()

@@ -361,10 +361,11 @@ impl State {
             return;
         }
         match self.core.handle_datagram(now, bytes) {
-            Outcome::Message(data) => {
+            Outcome::Message(p) => {
                 let msg = Message {
                     from,
-                    data: data.to_vec(),
+                    id: p.id.to_vec(),
+                    data: p.data.to_vec(),
                 };
                 match self.tx.try_send(msg) {
                     Ok(()) => {}

@@ -109,7 +109,11 @@ pub const DEFAULT_QUEUE_LEN: usize = 256;
 /// A message from another beacon.
 ///
 /// ```
-/// let m = beacon::Message { from: "192.0.2.1:5483".parse().unwrap(), data: b"hi".to_vec() };
+/// let m = beacon::Message {
+///     from: "192.0.2.1:5483".parse().unwrap(),
+///     id: vec![1, 2, 3, 4, 5, 6, 7, 8],
+///     data: b"hi".to_vec(),
+/// };
 /// assert_eq!(m.data, b"hi");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +121,9 @@ pub struct Message {
     /// The sender's address (with the interface as scope id for IPv6
     /// link-local senders).
     pub from: SocketAddr,
+    /// The sender's id: tells apart beacons that share an address (all
+    /// beacons on one host send from the same port).
+    pub id: Vec<u8>,
     /// Its data (what came after its id).
     pub data: Vec<u8>,
 }
@@ -550,6 +557,43 @@ impl Beacon {
             "waiting for a beacon message",
             Some(timeout),
             self.inner.next_message(buf),
+        )?
+    }
+
+    /// Blocks until a message from another beacon arrives and returns it
+    /// whole (sender, id and data).
+    ///
+    /// # Errors
+    ///
+    /// As [`next_message`](Self::next_message).
+    ///
+    /// ```no_run
+    /// # fn f(beacon: &mut beacon::Beacon) -> std::io::Result<()> {
+    /// let msg = beacon.recv()?;
+    /// println!("{} (id {:02x?}): {:?}", msg.from, msg.id, msg.data);
+    /// # Ok(()) }
+    /// ```
+    pub fn recv(&mut self) -> io::Result<Message> {
+        crust_runtime::block_on(self.inner.recv())?
+    }
+
+    /// Like [`recv`](Self::recv), but gives up after `timeout` with
+    /// [`io::ErrorKind::TimedOut`].
+    ///
+    /// # Errors
+    ///
+    /// As [`next_message_timeout`](Self::next_message_timeout).
+    ///
+    /// ```no_run
+    /// # fn f(beacon: &mut beacon::Beacon) -> std::io::Result<()> {
+    /// let msg = beacon.recv_timeout(std::time::Duration::from_secs(3))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> io::Result<Message> {
+        crust_runtime::block_on_timeout(
+            "waiting for a beacon message",
+            Some(timeout),
+            self.inner.recv(),
         )?
     }
 

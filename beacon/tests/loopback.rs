@@ -27,12 +27,11 @@ fn collect(b: &mut Beacon, mut done: impl FnMut(&HashSet<Vec<u8>>) -> bool) -> V
     let mut seen = HashSet::new();
     let mut all = Vec::new();
     while !done(&seen) {
-        let mut buf = Vec::new();
-        let from = b
-            .next_message_timeout(&mut buf, HANG_GUARD)
+        let m = b
+            .recv_timeout(HANG_GUARD)
             .expect("hang guard: no beacon message");
-        seen.insert(buf.clone());
-        all.push(Message { from, data: buf });
+        seen.insert(m.data.clone());
+        all.push(m);
     }
     all
 }
@@ -50,11 +49,13 @@ fn two_beacons_hear_each_other_never_themselves() {
     let heard_b = collect(&mut b, false_after(10));
     for m in &heard_a {
         assert_eq!(m.data, b"bravo", "a heard {m:?}");
+        assert_eq!(m.id, b.id(), "a heard {m:?}");
         assert!(m.from.ip().is_loopback(), "{m:?}");
         assert_eq!(m.from.port(), port);
     }
     for m in &heard_b {
         assert_eq!(m.data, b"alpha", "b heard {m:?}");
+        assert_eq!(m.id, a.id(), "b heard {m:?}");
     }
     // Their own messages did reach them, and were filtered.
     wait_for("own echoes counted", || {
