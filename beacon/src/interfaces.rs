@@ -36,10 +36,12 @@ pub(crate) struct Targets {
 /// Picks the targets among `ifaces`: interfaces that are up (running) and,
 /// when `only` is `Some`, named in it.
 ///
-/// - IPv4: each address's broadcast address; for loopback, which has no
-///   broadcast flag, the subnet's broadcast address (127.255.255.255 for
-///   127.0.0.1/8), so beacons on one host hear each other. Point-to-point
-///   interfaces and /31, /32 subnets have no broadcast address and are skipped.
+/// - IPv4: each address's broadcast address, or the subnet's directed
+///   broadcast address when the reported one is not a broadcast address of the
+///   subnet (an address added without `brd` reports itself); for loopback,
+///   which has no broadcast flag, the directed broadcast (127.255.255.255 for
+///   127.0.0.1/8), so beacons on one host hear each other. Interfaces without
+///   the broadcast flag (point-to-point) and /31, /32 subnets are skipped.
 /// - IPv6: every interface with an IPv6 address and an index, except loopback
 ///   (Linux cannot send multicast on `lo`).
 pub(crate) fn select(
@@ -54,11 +56,17 @@ pub(crate) fn select(
     for i in ifaces.iter().filter(|i| wanted(i)) {
         match &i.addr {
             IfAddr::V4(a) if ipv4 => {
+                let mask = u32::from(a.netmask);
+                let directed = Ipv4Addr::from(u32::from(a.ip) | !mask);
+                let in_subnet = |b: Ipv4Addr| u32::from(b) & mask == u32::from(a.ip) & mask;
                 let broadcast = match a.broadcast {
-                    Some(b) => Some(b),
-                    None if a.ip.is_loopback() && a.prefixlen < 31 => {
-                        Some(Ipv4Addr::from(u32::from(a.ip) | !u32::from(a.netmask)))
-                    }
+                    _ if a.prefixlen >= 31 => None,
+                    // An address added without `brd` reports its own address
+                    // (or nothing useful) as broadcast; the kernel still routes
+                    // the subnet's directed broadcast.
+                    Some(b) if b != a.ip && in_subnet(b) => Some(b),
+                    Some(_) => Some(directed),
+                    None if a.ip.is_loopback() => Some(directed),
                     None => None,
                 };
                 if let Some(broadcast) = broadcast {
@@ -245,6 +253,24 @@ mod tests {
         assert!(t.accepts("[fd00::abcd]:1".parse().unwrap()));
         assert!(!t.accepts("[fd01::abcd]:1".parse().unwrap()));
         assert!(t.accepts("[::ffff:192.0.2.9]:1".parse().unwrap()));
+    }
+
+    #[test]
+    fn address_without_brd_uses_directed_broadcast() {
+        let mut i = v4("eth0", 2, [198, 51, 100, 1], 27, true, true);
+        if let IfAddr::V4(a) = &mut i.addr {
+            a.broadcast = Some(a.ip); // what if-addrs reports without `brd`
+        }
+        let t = select(&[i], None, true, false);
+        assert_eq!(t.broadcasts(), vec![Ipv4Addr::new(198, 51, 100, 31)]);
+        // /32 (e.g. a tunnel address) has no broadcast.
+        let t = select(
+            &[v4("tun0", 4, [203, 0, 113, 1], 32, true, true)],
+            None,
+            true,
+            false,
+        );
+        assert!(t.broadcasts().is_empty());
     }
 
     #[test]
