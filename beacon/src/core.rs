@@ -24,7 +24,8 @@
 //!   within [`ANSWER_JITTER`] (random, from the seeded generator) instead of
 //!   waiting for its next periodic send, so a newcomer finds beacons that were
 //!   already running in about a round trip rather than in up to one `period`.
-//!   Answers are rate-limited to one per [`ANSWER_MIN_GAP`].
+//!   Answers are rate-limited to one per [`ANSWER_MIN_GAP`]: a newcomer heard
+//!   sooner after the last answer is answered at the end of that gap.
 //! - The driver calls [`BeaconCore::restart_burst`] when a new interface comes
 //!   up, so peers on it are found quickly too.
 //!
@@ -384,17 +385,23 @@ impl BeaconCore {
     }
 
     fn schedule_answer(&mut self, now: Instant) {
-        if let Some(last) = self.last_answer
-            && now.saturating_duration_since(last) < ANSWER_MIN_GAP
-        {
+        if self.answer_pending {
+            // The answer already due also answers this newcomer.
             return;
         }
+        // Within ANSWER_MIN_GAP of the last answer, answer at the end of the
+        // gap: a newcomer is never left waiting a whole period, and a crowd of
+        // newcomers costs at most one send per gap.
+        let earliest = match self.last_answer {
+            Some(last) => now.max(last + ANSWER_MIN_GAP),
+            None => now,
+        };
         let jitter_us = self.next_random() % (ANSWER_JITTER.as_micros() as u64 + 1);
-        let at = now + Duration::from_micros(jitter_us);
+        let at = earliest + Duration::from_micros(jitter_us);
         if at < self.next_send {
             self.next_send = at;
             self.answer_pending = true;
-            self.last_answer = Some(now);
+            self.last_answer = Some(at);
         }
     }
 
@@ -569,6 +576,34 @@ mod tests {
             }
         }
         assert!((4..=6).contains(&answers), "{answers} answers");
+    }
+
+    #[test]
+    fn newcomer_within_the_gap_is_answered_at_its_end() {
+        let t0 = Instant::now();
+        let mut old = core(1, 10 * SEC, t0);
+        send_times(&mut old, t0, t0 + 5 * SEC);
+        let now = t0 + 5 * SEC;
+        let hello = |id: u8, t: Instant| {
+            let mut n = BeaconCore::new(CoreConfig::new(SEC), vec![id; 4], b"", t).unwrap();
+            n.poll_transmit(t).unwrap().to_vec()
+        };
+        old.handle_datagram(now, &hello(50, now));
+        let first = old.poll_timeout();
+        assert!(first <= now + ANSWER_JITTER);
+        assert!(old.poll_transmit(first).is_some());
+        // A second newcomer 10 ms later: answered one gap after the first
+        // answer, not a period later.
+        let t2 = first + Duration::from_millis(10);
+        old.handle_datagram(t2, &hello(51, t2));
+        let second = old.poll_timeout();
+        assert!(
+            second >= first + ANSWER_MIN_GAP && second <= first + ANSWER_MIN_GAP + ANSWER_JITTER,
+            "{:?}",
+            second - first
+        );
+        assert!(old.poll_transmit(second).is_some());
+        assert_eq!(old.stats().answers, 2);
     }
 
     #[test]

@@ -347,7 +347,11 @@ impl State {
                     }
                 }
             }
-            log::trace!("beacon on port {port}: sent {} bytes", wire.len());
+            log::trace!(
+                "beacon on port {port}: sent {} bytes (sends: {})",
+                wire.len(),
+                self.core.stats().sends
+            );
         }
         self.publish();
     }
@@ -362,6 +366,10 @@ impl State {
         }
         match self.core.handle_datagram(now, bytes) {
             Outcome::Message(p) => {
+                log::trace!(
+                    "beacon on port {port}: message of {} bytes from {from}",
+                    p.data.len()
+                );
                 let msg = Message {
                     from,
                     id: p.id.to_vec(),
