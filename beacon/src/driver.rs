@@ -375,6 +375,9 @@ impl State {
                     id: p.id.to_vec(),
                     data: p.data.to_vec(),
                 };
+                // Counters first: a reader who gets this message sees them
+                // already counting it.
+                self.publish();
                 match self.tx.try_send(msg) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -382,9 +385,11 @@ impl State {
                         log::debug!(
                             "beacon on port {port}: receive queue full, message from {from} lost"
                         );
+                        self.publish();
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
+                return;
             }
             Outcome::OwnEcho => {}
             Outcome::Dropped(e) => {

@@ -17,6 +17,13 @@ fn start(port: u16) -> (Beacon, beacon::BeaconController) {
         .unwrap()
 }
 
+/// The number of threads of this process.
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .count()
+}
+
 #[test]
 fn tasks_back_to_baseline_after_drop() {
     drop(start(21501));
@@ -27,12 +34,14 @@ fn tasks_back_to_baseline_after_drop() {
     });
     let fd_baseline = open_fds();
 
+    let threads_before = threads();
     let beacons: Vec<_> = (0..5).map(|_| start(21501)).collect();
     assert_eq!(
         crust_runtime::alive_tasks(),
         baseline + 5,
         "one task per beacon"
     );
+    assert_eq!(threads(), threads_before, "no thread per beacon");
     drop(beacons);
     wait_for(
         "tasks back to baseline after drop on a plain thread",

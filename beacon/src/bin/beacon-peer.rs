@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! beacon-peer --port P [--interface NAME]... [--data TEXT] [--period-ms N]
-//!             [--id-bytes N] [--no-ipv4] [--no-ipv6] [--refresh-ms N]
+//!             [--id-bytes N] [--no-ipv4] [--no-ipv6] [--refresh-ms N] [--no-answer]
 //! ```
 //!
 //! Without `--interface` it uses every interface: do not run it like that in
@@ -14,8 +14,8 @@
 //! Output on stdout:
 //! - `id <hex>` once, when the beacon runs;
 //! - `heard <micros since start> <sender address> <data as hex>` per message;
-//! - `stats <dropped> <delivered> <sends> <own echoes>` after `stats` or at
-//!   exit.
+//! - `stats <dropped> <delivered> <sends> <own echoes> <ignored>` after
+//!   `stats` or at exit.
 //!
 //! Commands on stdin, one per line: `data <text>`, `period <ms>`, `stats`,
 //! `quit`. End of input quits too, so the process ends with its parent.
@@ -33,7 +33,7 @@ fn usage(msg: &str) -> ExitCode {
     eprintln!("beacon-peer: {msg}");
     eprintln!(
         "usage: beacon-peer --port P [--interface NAME]... [--data TEXT] [--period-ms N] \
-         [--id-bytes N] [--no-ipv4] [--no-ipv6] [--refresh-ms N]"
+         [--id-bytes N] [--no-ipv4] [--no-ipv6] [--refresh-ms N] [--no-answer]"
     );
     ExitCode::from(2)
 }
@@ -76,6 +76,7 @@ fn main() -> ExitCode {
                 }
                 "--no-ipv4" => builder_fns.push(Box::new(|b| b.ipv4(false))),
                 "--no-ipv6" => builder_fns.push(Box::new(|b| b.ipv6(false))),
+                "--no-answer" => builder_fns.push(Box::new(|b| b.answer_new_peers(false))),
                 other => return Err(format!("unknown argument {other:?}")),
             }
             Ok(())
@@ -139,16 +140,16 @@ fn main() -> ExitCode {
                         "stats" => {
                             let s = beacon.stats();
                             say(format!(
-                                "stats {} {} {} {}",
-                                s.dropped, s.delivered, s.sends, s.own_echoes
+                                "stats {} {} {} {} {}",
+                                s.dropped, s.delivered, s.sends, s.own_echoes, s.ignored
                             ));
                             Ok(())
                         }
                         "quit" => {
                             let s = beacon.stats();
                             say(format!(
-                                "stats {} {} {} {}",
-                                s.dropped, s.delivered, s.sends, s.own_echoes
+                                "stats {} {} {} {} {}",
+                                s.dropped, s.delivered, s.sends, s.own_echoes, s.ignored
                             ));
                             return ExitCode::SUCCESS;
                         }

@@ -169,7 +169,7 @@ impl Peer {
     }
 
     /// Asks for the counters and returns them: dropped, delivered, sends,
-    /// own echoes.
+    /// own echoes, ignored (from other interfaces).
     pub fn query_stats(&mut self) -> Vec<u64> {
         self.stats = None;
         self.send("stats");
