@@ -305,6 +305,20 @@ impl State {
             );
         }
         self.targets = new;
+        // Forget failures of destinations that are gone (bounded memory).
+        let port = self.cfg.port;
+        let current: BTreeSet<SocketAddr> =
+            self.targets
+                .broadcasts()
+                .into_iter()
+                .map(|b| SocketAddr::V4(SocketAddrV4::new(b, port)))
+                .chain(
+                    self.targets.v6.iter().map(|t| {
+                        SocketAddr::V6(SocketAddrV6::new(self.cfg.group, port, 0, t.index))
+                    }),
+                )
+                .collect();
+        self.failing.retain(|d| current.contains(d));
         if gained && !first {
             self.core.restart_burst(now);
         }
