@@ -90,6 +90,11 @@ pub struct CoreConfig {
 
 impl CoreConfig {
     /// A configuration with the given period, seed 0 and answers on.
+    ///
+    /// ```
+    /// let cfg = beacon::core::CoreConfig::new(std::time::Duration::from_secs(1));
+    /// assert!(cfg.answer_new_peers);
+    /// ```
     pub fn new(period: Duration) -> Self {
         CoreConfig {
             period,
@@ -99,12 +104,22 @@ impl CoreConfig {
     }
 
     /// The same configuration with another seed.
+    ///
+    /// ```
+    /// let cfg = beacon::core::CoreConfig::new(std::time::Duration::from_secs(1)).seeded(42);
+    /// assert_eq!(cfg.seed, 42);
+    /// ```
     pub fn seeded(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
 
     /// The same configuration with early answers on or off.
+    ///
+    /// ```
+    /// let cfg = beacon::core::CoreConfig::new(std::time::Duration::from_secs(1)).answering(false);
+    /// assert!(!cfg.answer_new_peers);
+    /// ```
     pub fn answering(mut self, on: bool) -> Self {
         self.answer_new_peers = on;
         self
@@ -211,6 +226,14 @@ impl BeaconCore {
     ///
     /// If `config.period` is zero (a programming error; the public
     /// constructors refuse it with an error first).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// assert_eq!(core.poll_timeout(), t0); // the first send is due at once
+    /// ```
     pub fn new(
         config: CoreConfig,
         id: Vec<u8>,
@@ -240,26 +263,67 @@ impl BeaconCore {
     }
 
     /// Our id.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// assert_eq!(core.id(), [7; 8]);
+    /// ```
     pub fn id(&self) -> &[u8] {
         &self.id
     }
 
     /// The datagram we send now (header, id and data).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// assert_eq!(core.wire().len(), 6 + 8 + 2);
+    /// ```
     pub fn wire(&self) -> &[u8] {
         &self.wire
     }
 
     /// The length of our current data.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// assert_eq!(core.data_len(), 2);
+    /// ```
     pub fn data_len(&self) -> usize {
         self.data_len
     }
 
     /// The current period.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// assert_eq!(core.period(), Duration::from_secs(1));
+    /// ```
     pub fn period(&self) -> Duration {
         self.period
     }
 
     /// The counters.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// core.poll_transmit(t0);
+    /// assert_eq!(core.stats().sends, 1);
+    /// ```
     pub fn stats(&self) -> Stats {
         self.stats
     }
@@ -270,6 +334,16 @@ impl BeaconCore {
     ///
     /// [`EncodeError::DataTooLong`] if `data` is over the limit; the old data
     /// stays.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// core.set_data(b"new data").unwrap();
+    /// assert!(core.set_data(&[0; 5000]).is_err());
+    /// assert_eq!(core.data_len(), 8);
+    /// ```
     pub fn set_data(&mut self, data: &[u8]) -> Result<(), EncodeError> {
         let mut wire = Vec::new();
         packet::encode(&self.id, data, &mut wire)?;
@@ -284,6 +358,15 @@ impl BeaconCore {
     /// # Panics
     ///
     /// If `period` is zero (the public API refuses it with an error first).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// core.set_period(Duration::from_secs(5), t0);
+    /// assert_eq!(core.period(), Duration::from_secs(5));
+    /// ```
     pub fn set_period(&mut self, period: Duration, now: Instant) {
         assert!(!period.is_zero(), "beacon period must not be zero");
         self.period = period;
@@ -297,6 +380,16 @@ impl BeaconCore {
 
     /// Starts a new burst: send at once, then at the [`BURST_GAPS`]. The driver
     /// calls this when a new interface comes up.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// let later = t0 + Duration::from_secs(10);
+    /// core.restart_burst(later);
+    /// assert_eq!(core.poll_timeout(), later);
+    /// ```
     pub fn restart_burst(&mut self, now: Instant) {
         self.burst_next = 0;
         self.periodic_pending = false;
@@ -305,12 +398,32 @@ impl BeaconCore {
     }
 
     /// When [`poll_transmit`](Self::poll_transmit) next has something to send.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// core.poll_transmit(t0);
+    /// assert_eq!(core.poll_timeout(), t0 + Duration::from_millis(50)); // burst
+    /// ```
     pub fn poll_timeout(&self) -> Instant {
         self.next_send
     }
 
     /// The datagram to send now, if a send is due at `now`; it advances the
     /// schedule, so call it until it returns `None`.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// while let Some(datagram) = core.poll_transmit(t0) {
+    ///     // send `datagram` to every target
+    ///     assert_eq!(datagram.len(), 16);
+    /// }
+    /// ```
     pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
         if now < self.next_send {
             return None;
@@ -338,6 +451,18 @@ impl BeaconCore {
     ///
     /// A message from an id not heard recently schedules an early answer (see
     /// the module docs); poll afterwards.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use beacon::core::{BeaconCore, CoreConfig};
+    /// let t0 = Instant::now();
+    /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
+    /// use beacon::core::Outcome;
+    /// let mut datagram = Vec::new();
+    /// beacon::packet::encode(&[9; 8], b"peer", &mut datagram).unwrap();
+    /// assert_eq!(core.handle_datagram(t0, &datagram).data(), Some(&b"peer"[..]));
+    /// assert!(matches!(core.handle_datagram(t0, b"junk"), Outcome::Dropped(_)));
+    /// ```
     pub fn handle_datagram<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Outcome<'a> {
         self.stats.received += 1;
         let p = match packet::decode(datagram) {

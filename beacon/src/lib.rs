@@ -476,11 +476,15 @@ impl Beacon {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     ///
-    /// Oversized data is refused before anything is sent:
+    /// Oversized data is refused before anything is sent (shown with the
+    /// builder restricted to `lo`, as tests must be; `new` checks the same):
     ///
     /// ```
-    /// use std::time::Duration;
-    /// let err = beacon::Beacon::new(5483, 8, vec![0; 2000], Duration::from_secs(1)).unwrap_err();
+    /// let err = beacon::Beacon::builder(5483)
+    ///     .interfaces(["lo"])
+    ///     .data(vec![0; 2000])
+    ///     .build()
+    ///     .unwrap_err();
     /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     /// assert!(err.to_string().contains("1024"));
     /// ```

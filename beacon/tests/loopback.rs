@@ -143,26 +143,27 @@ fn controller_errors_after_the_beacon_is_dropped() {
 
 #[test]
 fn invalid_options_are_refused_with_the_limit() {
-    let e = Beacon::new(
-        21105,
-        8,
-        vec![0u8; beacon::MAX_DATA_LEN + 1],
-        Duration::from_secs(1),
-    )
-    .unwrap_err();
+    // `Beacon::new` is `builder().id_bytes().data().period().build()`; the
+    // builder is used here so that even a bug that let these through could
+    // only send on `lo` (traffic rule).
+    let lo = |port: u16| Beacon::builder(port).interfaces(["lo"]);
+    let e = lo(21105)
+        .data(vec![0u8; beacon::MAX_DATA_LEN + 1])
+        .build()
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("1025"), "{e}");
     assert!(e.to_string().contains("1024"), "{e}");
 
-    let e = Beacon::new(21105, 65, b"", Duration::from_secs(1)).unwrap_err();
+    let e = lo(21105).id_bytes(65).build().unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("64"), "{e}");
 
-    let e = Beacon::new(21105, 8, b"", Duration::ZERO).unwrap_err();
+    let e = lo(21105).period(Duration::ZERO).build().unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("period"), "{e}");
 
-    let e = Beacon::new(0, 8, b"", Duration::from_secs(1)).unwrap_err();
+    let e = lo(0).build().unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 
     let none: [&str; 0] = [];
