@@ -69,6 +69,15 @@ pub const ANSWER_MIN_GAP: Duration = Duration::from_millis(100);
 /// How many recently heard ids a core remembers (to answer only new ones).
 pub const SEEN_CAPACITY: usize = 128;
 
+/// The longest period: longer ones are treated as this (a day).
+pub const MAX_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `t + d`, with `d` capped at [`MAX_PERIOD`] so it cannot overflow.
+fn later(t: Instant, d: Duration) -> Instant {
+    let d = d.min(MAX_PERIOD);
+    t.checked_add(d).unwrap_or(t)
+}
+
 /// Settings of a [`BeaconCore`].
 ///
 /// ```
@@ -374,7 +383,7 @@ impl BeaconCore {
             && !self.answer_pending
             && let Some(last) = self.last_send
         {
-            self.next_send = (last + period).max(now);
+            self.next_send = later(last, period).max(now);
         }
     }
 
@@ -440,7 +449,7 @@ impl BeaconCore {
             self.answer_pending = false;
             self.stats.answers += 1;
         }
-        self.next_send = now + gap;
+        self.next_send = later(now, gap);
         self.periodic_pending = !in_burst;
         self.last_send = Some(now);
         self.stats.sends += 1;
@@ -605,6 +614,18 @@ mod tests {
         // Already past: at once.
         c.set_period(Duration::from_millis(10), t0 + Duration::from_millis(400));
         assert_eq!(c.poll_timeout(), t0 + Duration::from_millis(400));
+    }
+
+    #[test]
+    fn huge_period_does_not_overflow() {
+        let t0 = Instant::now();
+        let mut c = core(1, Duration::MAX, t0);
+        send_times(&mut c, t0, t0 + SEC);
+        assert_eq!(
+            c.poll_timeout(),
+            t0 + Duration::from_millis(350) + MAX_PERIOD
+        );
+        c.set_period(Duration::MAX, t0 + SEC);
     }
 
     #[test]

@@ -454,6 +454,7 @@ pub(crate) async fn run(
     };
     let (s4, s6) = (sock4.as_ref(), sock6.as_ref());
     st.refresh(now(), s6);
+    let refresh = refresh.min(crate::core::MAX_PERIOD);
     let mut next_refresh = tokio::time::Instant::now() + refresh;
     // One byte more than the largest beacon, to see oversized datagrams.
     let mut buf4 = vec![0u8; MAX_PACKET_LEN + 1];

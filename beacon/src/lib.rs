@@ -86,7 +86,7 @@ use std::time::Duration;
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot};
 
-pub use crate::core::Stats;
+pub use crate::core::{MAX_PERIOD, Stats};
 use crate::driver::{DriverConfig, Shared};
 pub use crate::packet::{MAX_DATA_LEN, MAX_ID_BYTES};
 
@@ -203,7 +203,8 @@ impl BeaconBuilder {
         self
     }
 
-    /// The time between sends (after the start-up burst). Not zero.
+    /// The time between sends (after the start-up burst). Above zero, at
+    /// most [`MAX_PERIOD`] (a day).
     ///
     /// ```
     /// let b = beacon::Beacon::builder(5483).period(std::time::Duration::from_secs(2));
@@ -274,7 +275,7 @@ impl BeaconBuilder {
     }
 
     /// How often the interface list is re-read (default
-    /// [`DEFAULT_INTERFACE_REFRESH`]). Not zero.
+    /// [`DEFAULT_INTERFACE_REFRESH`]). Above zero, at most [`MAX_PERIOD`].
     ///
     /// ```
     /// let b = beacon::Beacon::builder(5483).interface_refresh(std::time::Duration::from_secs(1));
@@ -322,11 +323,11 @@ impl BeaconBuilder {
         if self.data.len() > MAX_DATA_LEN {
             return invalid(data_too_long(self.data.len()));
         }
-        if self.period.is_zero() {
-            return invalid("beacon period must not be zero".into());
+        if self.period.is_zero() || self.period > MAX_PERIOD {
+            return invalid(period_out_of_range("period", self.period));
         }
-        if self.refresh.is_zero() {
-            return invalid("beacon interface_refresh must not be zero".into());
+        if self.refresh.is_zero() || self.refresh > MAX_PERIOD {
+            return invalid(period_out_of_range("interface_refresh", self.refresh));
         }
         if self.queue_len == 0 {
             return invalid("beacon queue_len must be at least 1".into());
@@ -437,6 +438,10 @@ impl BeaconBuilder {
         };
         Ok((beacon, BeaconController { shared }))
     }
+}
+
+fn period_out_of_range(what: &str, d: Duration) -> String {
+    format!("beacon {what} is {d:?}; it must be above zero and at most {MAX_PERIOD:?}")
 }
 
 fn data_too_long(len: usize) -> String {
@@ -768,7 +773,8 @@ impl BeaconController {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] if `period` is zero;
+    /// [`io::ErrorKind::InvalidInput`] if `period` is zero or over
+    /// [`MAX_PERIOD`];
     /// [`io::ErrorKind::NotConnected`] if the beacon has been dropped.
     ///
     /// ```no_run
@@ -777,10 +783,10 @@ impl BeaconController {
     /// # Ok(()) }
     /// ```
     pub fn set_period(&self, period: Duration) -> io::Result<()> {
-        if period.is_zero() {
+        if period.is_zero() || period > MAX_PERIOD {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                "beacon period must not be zero",
+                period_out_of_range("period", period),
             ));
         }
         self.shared.set_period(period)

@@ -163,6 +163,10 @@ fn invalid_options_are_refused_with_the_limit() {
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("period"), "{e}");
 
+    let e = lo(21105).period(Duration::MAX).build().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("at most"), "{e}");
+
     let e = lo(0).build().unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 
@@ -188,6 +192,10 @@ fn invalid_options_are_refused_with_the_limit() {
     );
     assert_eq!(
         c.set_period(Duration::ZERO).unwrap_err().kind(),
+        io::ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        c.set_period(Duration::MAX).unwrap_err().kind(),
         io::ErrorKind::InvalidInput
     );
 }
@@ -315,4 +323,21 @@ fn many_beacons_share_one_port() {
         from_counts.insert(i, msgs.len());
     }
     assert_eq!(from_counts.len(), n);
+}
+
+#[test]
+fn handles_can_move_between_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Beacon>();
+    send::<beacon::aio::Beacon>();
+    send::<BeaconController>();
+    sync::<BeaconController>();
+    // And do: a controller used from another thread.
+    let (mut a, _ca) = lo_beacon(21113, "a");
+    let (_b, cb) = lo_beacon(21113, "b");
+    std::thread::spawn(move || cb.set_data("from another thread").unwrap())
+        .join()
+        .unwrap();
+    collect(&mut a, |s| s.contains(&b"from another thread"[..]));
 }
