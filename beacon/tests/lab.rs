@@ -224,7 +224,11 @@ fn lab_discovery_time_of_a_running_peer() {
             .expect("counter")
     };
     let (bytes0, packets0) = (tx("bytes"), tx("packets"));
-    let mut running = peer(&a, "running", &[]);
+    // BEACON_LAB_NO_ANSWER=1 measures the same without early answers, for
+    // comparison (the newcomer then waits for the running beacon's period).
+    let no_answer = std::env::var("BEACON_LAB_NO_ANSWER").as_deref() == Ok("1");
+    let running_args: &[&str] = if no_answer { &["--no-answer"] } else { &[] };
+    let mut running = peer(&a, "running", running_args);
     running.pump(Duration::from_millis(500)); // past its start-up burst
     let mut times = Vec::new();
     for round in 0..20 {
@@ -248,8 +252,9 @@ fn lab_discovery_time_of_a_running_peer() {
     times.sort_unstable();
     let median = (times[9] + times[10]) / 2;
     println!(
-        "beacon discovery of a running peer (lab, 20 runs): median {:.1} ms, min {:.1} ms, \
+        "beacon discovery of a running peer (lab, 20 runs{}): median {:.1} ms, min {:.1} ms, \
          max {:.1} ms; all (us): {times:?}",
+        if no_answer { ", early answers off" } else { "" },
         median as f64 / 1000.0,
         times[0] as f64 / 1000.0,
         times[19] as f64 / 1000.0
