@@ -1,5 +1,6 @@
 //! The README's demo command works: `echo_peer` with no arguments runs both
-//! peers on loopback and exits cleanly after verifying the echo.
+//! peers on loopback, over TCP and over uTP, and exits cleanly after
+//! verifying the echo.
 
 use std::process::Command;
 
@@ -15,9 +16,16 @@ fn echo_peer_demo_runs_on_loopback() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("demo finished"), "{stdout}");
-    assert_eq!(stdout.matches("sent and got back").count(), 3, "{stdout}");
-    assert!(
-        stdout.contains("tcp://127.0.0.1:"),
-        "the demo must stay on loopback: {stdout}"
-    );
+    assert_eq!(stdout.matches("sent and got back").count(), 6, "{stdout}");
+    assert!(stdout.contains("connected over tcp"), "{stdout}");
+    assert!(stdout.contains("connected over utp"), "{stdout}");
+    for line in stdout
+        .lines()
+        .filter(|l| l.contains("reachable at") || l.contains("dialling"))
+    {
+        assert!(
+            line.contains("://127.0.0.1:"),
+            "the demo must stay on loopback: {line}"
+        );
+    }
 }

@@ -1,9 +1,9 @@
 //! An encrypted echo between two peers.
 //!
 //! With no arguments it runs both peers in this process on loopback: a
-//! listener and a client, which exchange a few messages over an encrypted,
-//! key-authenticated stream, and prints both public keys and what each side
-//! verified.
+//! listener (on TCP and on uTP) and a client, which exchange a few messages
+//! over an encrypted, key-authenticated stream on each protocol, and prints
+//! both public keys and what each side verified.
 //!
 //! To run the two peers in two terminals:
 //!
@@ -16,7 +16,7 @@ use std::error::Error;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use transport::{Endpoint, Identity, Listener, Stream};
+use transport::{Endpoint, Identity, ListenEndpoint, Listener, Stream};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const MESSAGES: [&str; 3] = ["hello, peer", "every byte here is encrypted", "goodbye"];
@@ -24,7 +24,7 @@ const MESSAGES: [&str; 3] = ["hello, peer", "every byte here is encrypted", "goo
 fn usage() -> ! {
     eprintln!(
         "usage: echo_peer                      run a listener and a client on loopback\n       \
-         echo_peer listen [LISTEN_ENDPOINT] serve echo (default tcp://127.0.0.1:0)\n       \
+         echo_peer listen [LISTEN_ENDPOINTS] serve echo (default tcp://127.0.0.1:0; a comma-separated list)\n       \
          echo_peer connect ENDPOINT         send a few messages and check the echo"
     );
     std::process::exit(2)
@@ -52,10 +52,13 @@ fn main() {
 /// Both peers in one process, on loopback.
 fn demo() -> Result<(), Box<dyn Error + Send + Sync>> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || listen("tcp://127.0.0.1:0", Some(tx)));
-    let endpoint: Endpoint = rx.recv()?;
+    let server =
+        std::thread::spawn(move || listen("tcp://127.0.0.1:0,utp://127.0.0.1:0", Some(tx)));
+    let endpoints: Vec<Endpoint> = rx.recv()?;
     let client_id = Identity::generate();
-    connect(&client_id, endpoint)?;
+    for endpoint in endpoints {
+        connect(&client_id, endpoint)?;
+    }
     server
         .join()
         .map_err(|_| "the listener thread panicked")??;
@@ -63,22 +66,28 @@ fn demo() -> Result<(), Box<dyn Error + Send + Sync>> {
     Ok(())
 }
 
-/// Serves one connection (in the demo) or connections forever.
+/// Serves one connection per endpoint (in the demo) or connections forever.
+/// `listen_endpoints` is a comma-separated list.
 fn listen(
-    listen_endpoint: &str,
-    ready: Option<std::sync::mpsc::Sender<Endpoint>>,
+    listen_endpoints: &str,
+    ready: Option<std::sync::mpsc::Sender<Vec<Endpoint>>>,
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let id = Identity::generate();
-    let listener = Listener::bind(&id, listen_endpoint)?;
+    let endpoints = listen_endpoints
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<Vec<ListenEndpoint>, _>>()?;
+    let listener = Listener::bind(&id, endpoints)?;
     println!("[listener] public key  {}", id.public_key());
     for ep in listener.endpoints() {
         println!("[listener] reachable at {ep}");
     }
-    let once = ready.is_some();
+    let mut serve = usize::MAX;
     if let Some(tx) = ready {
-        tx.send(listener.endpoints()[0])?;
+        serve = listener.endpoints().len();
+        tx.send(listener.endpoints())?;
     }
-    loop {
+    for _ in 0..serve {
         let mut stream = listener.accept()?;
         println!(
             "[listener] accepted {} from {}: it proved it holds key {}",
@@ -100,10 +109,8 @@ fn listen(
             stream.write_all(&buf[..n])?;
         }
         println!("[listener] {} closed the stream", stream.peer_addr());
-        if once {
-            return Ok(());
-        }
     }
+    Ok(())
 }
 
 fn connect(id: &Identity, endpoint: Endpoint) -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -111,7 +118,8 @@ fn connect(id: &Identity, endpoint: Endpoint) -> Result<(), Box<dyn Error + Send
     println!("[client]   dialling {endpoint}");
     let mut stream = Stream::direct_connect(id, endpoint, TIMEOUT)?;
     println!(
-        "[client]   connected: the listener proved it holds key {} (the key in the endpoint)",
+        "[client]   connected over {}: the listener proved it holds key {} (the key in the endpoint)",
+        stream.protocol(),
         stream.peer_public_key()
     );
     assert_eq!(stream.peer_public_key(), endpoint.public_key);
