@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 /// Prints one figure: `name: value unit`.
 pub fn figure(name: &str, value: f64, unit: &str) {
-    println!("{name}: {value:.1} {unit}");
+    if value.abs() < 10.0 {
+        println!("{name}: {value:.3} {unit}");
+    } else {
+        println!("{name}: {value:.1} {unit}");
+    }
 }
 
 /// Prints one comparison: `name: value ratio (what, target)`.
