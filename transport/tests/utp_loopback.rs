@@ -257,3 +257,25 @@ async fn dropped_stream_still_delivers_its_data_then_fin() {
         assert_eq!(got.len(), 300_000);
     }
 }
+
+/// IPv6 loopback, and one write larger than the send buffer (1 MiB): it
+/// must not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_and_write_larger_than_send_buffer() {
+    let any6: SocketAddr = "[::1]:0".parse().unwrap();
+    let server = UtpSocket::bind(any6).unwrap();
+    let client = UtpSocket::bind(any6).unwrap();
+    let saddr = server.local_addr();
+    assert!(saddr.is_ipv6());
+    let big = vec![0x3cu8; 5 << 20];
+    let srv = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let mut c = client.connect(saddr).await.unwrap();
+    c.write_all(&big).await.unwrap();
+    c.shutdown().await.unwrap();
+    assert!(srv.await.unwrap() == big);
+}

@@ -350,3 +350,31 @@ fn ledbat_keeps_queue_near_target_and_link_busy() {
     assert!(used >= 0.8, "link use {:.1}%", used * 100.0);
     assert!(!delays.is_empty());
 }
+
+/// Burst loss (Gilbert-Elliott), jitter that reorders, and a 1,452-byte
+/// MTU (every datagram must fit: the harness asserts it too).
+#[test]
+fn burst_loss_jitter_and_mtu() {
+    let link = LinkConfig {
+        delay: Duration::from_millis(30),
+        jitter: Duration::from_millis(15),
+        loss: 0.02,
+        burst: Some(netlab::sim::BurstLoss {
+            p_enter: 0.02,
+            p_exit: 0.3,
+            loss: 0.8,
+        }),
+        bandwidth_bps: Some(20_000_000),
+        queue_bytes: 200_000,
+        mtu: 1452,
+        ..LinkConfig::default()
+    };
+    let mut complete = 0;
+    for seed in 0..50 {
+        match transfer(seed, link.clone(), 512 * 1024) {
+            Outcome::Complete { .. } => complete += 1,
+            Outcome::Failed(e) => assert!(e.contains("timed out"), "seed {seed}: {e}"),
+        }
+    }
+    assert!(complete >= 49, "{complete} of 50");
+}
