@@ -71,12 +71,107 @@ struct Inner {
     /// The socket handle plus live streams.
     handles: usize,
     driver_alive: bool,
+    /// Scratch buffer for outgoing datagrams.
+    out: Vec<u8>,
+    /// Scratch buffer for incoming datagrams.
+    rbuf: Vec<u8>,
+    /// A datagram the kernel refused with `WouldBlock`, to retry first.
+    blocked: Option<(SocketAddr, Vec<u8>)>,
+    /// When the driver will wake up by itself next.
+    driver_deadline: Option<Instant>,
+}
+
+impl Inner {
+    /// Sends what the endpoint has to send, from whichever task holds the
+    /// lock (a stream's task sends its own data without waking the
+    /// driver). Returns true when the kernel buffer is full and the driver
+    /// must wait for the socket to become writable.
+    fn flush(&mut self, socket: &tokio::net::UdpSocket, local: SocketAddr, now: Instant) -> bool {
+        if let Some((to, data)) = &self.blocked {
+            match socket.try_send_to(data, *to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) => log::debug!("uTP socket {local}: send to {to}: {e}"),
+                Ok(_) => {}
+            }
+            self.blocked = None;
+        }
+        while let Some(t) = self.ep.poll_transmit(now, &mut self.out) {
+            let data = &self.out[..t.len];
+            match socket.try_send_to(data, t.destination) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = Some((t.destination, data.to_vec()));
+                    return true;
+                }
+                Err(e) => log::debug!("uTP socket {local}: send to {}: {e}", t.destination),
+            }
+        }
+        false
+    }
+
+    /// Reads the datagrams waiting in the socket into the endpoint (from
+    /// whichever task holds the lock) and collects the wakers of the
+    /// connections they touched.
+    fn receive(
+        &mut self,
+        socket: &tokio::net::UdpSocket,
+        local: SocketAddr,
+        now: Instant,
+        wake: &mut Vec<Waker>,
+    ) {
+        for _ in 0..RECV_BATCH {
+            match socket.try_recv_from(&mut self.rbuf) {
+                Ok((n, from)) => self.ep.handle_datagram(now, from, &self.rbuf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on some systems: the
+                    // connections' own timers deal with dead peers.
+                    log::debug!("uTP socket {local}: recv error: {e}");
+                    break;
+                }
+            }
+        }
+        for h in self.ep.take_touched() {
+            if let Some(w) = self.wakers.get_mut(&h) {
+                wake.extend(w.read.take());
+                wake.extend(w.write.take());
+            }
+        }
+        if self.ep.backlog_len() > 0 {
+            wake.extend(self.accept_waker.take());
+        }
+    }
+
+    /// Whether the driver must be woken: blocked output, or a timer
+    /// earlier than the one it sleeps on.
+    fn driver_needed(&mut self, blocked: bool) -> bool {
+        blocked
+            || match (self.ep.poll_timeout(), self.driver_deadline) {
+                (Some(t), Some(d)) => t < d,
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+    }
 }
 
 struct Shared {
     inner: Mutex<Inner>,
     notify: Notify,
     local: SocketAddr,
+    socket: tokio::net::UdpSocket,
+}
+
+impl Shared {
+    /// After a stream command: send its output here and now, and wake the
+    /// driver only if it has to do something.
+    fn flush_from_stream(&self, mut g: MutexGuard<'_, Inner>) {
+        let blocked = g.flush(&self.socket, self.local, Instant::now());
+        let wake = g.driver_needed(blocked);
+        drop(g);
+        if wake {
+            self.notify.notify_one();
+        }
+    }
 }
 
 impl Shared {
@@ -145,11 +240,16 @@ impl UtpSocket {
                 accept_waker: None,
                 handles: 1,
                 driver_alive: true,
+                out: vec![0; MAX_DATAGRAM],
+                rbuf: vec![0; 65536],
+                blocked: None,
+                driver_deadline: None,
             }),
             notify: Notify::new(),
             local,
+            socket,
         });
-        crust_runtime::spawn(drive(shared.clone(), socket));
+        crust_runtime::spawn(drive(shared.clone()));
         Ok(UtpSocket { shared })
     }
 
@@ -344,6 +444,24 @@ impl AsyncRead for UtpStream {
         let this = self.get_mut();
         let mut g = this.shared.lock();
         let inner = &mut *g;
+        if inner
+            .ep
+            .connection(this.h)
+            .is_some_and(|c| c.readable_bytes() == 0)
+        {
+            // Nothing buffered: read the socket here rather than wait for
+            // the driver to do it and wake us (one thread hop less).
+            let mut wake = Vec::new();
+            let now = Instant::now();
+            inner.receive(&this.shared.socket, this.shared.local, now, &mut wake);
+            let blocked = inner.flush(&this.shared.socket, this.shared.local, now);
+            if inner.driver_needed(blocked) {
+                this.shared.notify.notify_one();
+            }
+            for w in wake {
+                w.wake();
+            }
+        }
         let Some(c) = inner.ep.connection_mut(this.h) else {
             return Poll::Ready(Err(closed_error()));
         };
@@ -354,11 +472,10 @@ impl AsyncRead for UtpStream {
                 None => Poll::Ready(Ok(())),
             },
             Some(n) => {
-                let wake = c.wants_transmit();
+                let send = c.wants_transmit();
                 buf.advance(n);
-                drop(g);
-                if wake {
-                    this.shared.notify.notify_one();
+                if send {
+                    this.shared.flush_from_stream(g);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -395,8 +512,7 @@ impl AsyncWrite for UtpStream {
         }
         let n = c.write(data);
         if n > 0 {
-            drop(g);
-            this.shared.notify.notify_one();
+            this.shared.flush_from_stream(g);
             return Poll::Ready(Ok(n));
         }
         if c.writable_bytes() == 0 && c.is_done_sending() {
@@ -443,70 +559,26 @@ impl Drop for UtpStream {
 }
 
 /// The driver: one task per UDP socket.
-async fn drive(shared: Arc<Shared>, socket: tokio::net::UdpSocket) {
-    let mut rbuf = vec![0u8; 65536];
-    let mut out = vec![0u8; MAX_DATAGRAM];
-    let mut blocked: Option<(SocketAddr, usize)> = None;
+async fn drive(shared: Arc<Shared>) {
+    let socket = &shared.socket;
     let mut orphaned_at: Option<Instant> = None;
     let mut wake = Vec::new();
     loop {
         let deadline;
+        let blocked;
         {
             let mut g = shared.lock();
             let inner = &mut *g;
             let now = Instant::now();
-            for _ in 0..RECV_BATCH {
-                match socket.try_recv_from(&mut rbuf) {
-                    Ok((n, from)) => inner.ep.handle_datagram(now, from, &rbuf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        // ICMP errors surface here on some systems: the
-                        // connections' own timers deal with dead peers.
-                        log::debug!("uTP socket {}: recv error: {e}", shared.local);
-                        break;
-                    }
-                }
-            }
+            inner.receive(socket, shared.local, now, &mut wake);
             inner.ep.handle_timeout(now);
-            // Transmit.
-            if let Some((to, len)) = blocked {
-                match socket.try_send_to(&out[..len], to) {
-                    Ok(_) => blocked = None,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        log::debug!("uTP socket {}: send to {to}: {e}", shared.local);
-                        blocked = None;
-                    }
-                }
-            }
-            while blocked.is_none() {
-                let Some(t) = inner.ep.poll_transmit(now, &mut out) else {
-                    break;
-                };
-                match socket.try_send_to(&out[..t.len], t.destination) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        blocked = Some((t.destination, t.len));
-                    }
-                    Err(e) => {
-                        log::debug!(
-                            "uTP socket {}: send to {}: {e}",
-                            shared.local,
-                            t.destination
-                        );
-                    }
-                }
-            }
+            blocked = inner.flush(socket, shared.local, now);
             for h in inner.ep.take_touched() {
                 if let Some(w) = inner.wakers.get_mut(&h) {
                     wake.extend(w.read.take());
                     wake.extend(w.write.take());
                 }
             }
-            if inner.ep.backlog_len() > 0 {
-                wake.extend(inner.accept_waker.take());
-            }
-            deadline = inner.ep.poll_timeout();
             if inner.handles == 0 {
                 let t = *orphaned_at.get_or_insert(now);
                 if inner.ep.all_done_sending() || now.saturating_duration_since(t) >= CLOSE_LINGER {
@@ -514,14 +586,15 @@ async fn drive(shared: Arc<Shared>, socket: tokio::net::UdpSocket) {
                     break;
                 }
             }
+            deadline = match (inner.ep.poll_timeout(), orphaned_at) {
+                (Some(d), Some(o)) => Some(d.min(o + CLOSE_LINGER)),
+                (d, o) => d.or(o.map(|o| o + CLOSE_LINGER)),
+            };
+            inner.driver_deadline = deadline;
         }
         for w in wake.drain(..) {
             w.wake();
         }
-        let deadline = match (deadline, orphaned_at) {
-            (Some(d), Some(o)) => Some(d.min(o + CLOSE_LINGER)),
-            (d, o) => d.or(o.map(|o| o + CLOSE_LINGER)),
-        };
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -532,7 +605,7 @@ async fn drive(shared: Arc<Shared>, socket: tokio::net::UdpSocket) {
             _ = socket.readable() => {}
             _ = shared.notify.notified() => {}
             _ = sleep => {}
-            _ = socket.writable(), if blocked.is_some() => {}
+            _ = socket.writable(), if blocked => {}
         }
     }
     log::debug!("uTP socket {} driver stopped", shared.local);
