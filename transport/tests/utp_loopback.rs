@@ -279,3 +279,42 @@ async fn ipv6_and_write_larger_than_send_buffer() {
     c.shutdown().await.unwrap();
     assert!(srv.await.unwrap() == big);
 }
+
+/// Split halves used from two tasks at once, both directions at the same
+/// time; dropping the write half sends FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_full_duplex() {
+    const LEN: usize = 4 << 20;
+    let server = UtpSocket::bind(lo()).unwrap();
+    let client = UtpSocket::bind(lo()).unwrap();
+    let saddr = server.local_addr();
+    let srv = tokio::spawn(async move {
+        let (s, _) = server.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let echo = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = r.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                w.write_all(&buf[..n]).await.unwrap();
+            }
+            drop(w); // FIN
+        });
+        echo.await.unwrap();
+    });
+    let c = client.connect(saddr).await.unwrap();
+    let (mut r, mut w) = c.into_split();
+    let writer = tokio::spawn(async move {
+        let buf: Vec<u8> = (0..LEN).map(|i| byte_at(i)).collect();
+        w.write_all(&buf).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.unwrap();
+    writer.await.unwrap();
+    srv.await.unwrap();
+    assert_eq!(back.len(), LEN);
+    assert!(back.iter().enumerate().all(|(i, b)| *b == byte_at(i)));
+}

@@ -273,17 +273,20 @@ impl UtpSocket {
         inner.handles += 1;
         inner.wakers.insert(h, Wakers::default());
         UtpStream {
-            shared: self.shared.clone(),
-            h,
-            peer,
+            r: Arc::new(StreamRef {
+                shared: self.shared.clone(),
+                h,
+                peer,
+            }),
         }
     }
 
     async fn established(stream: UtpStream) -> io::Result<UtpStream> {
+        let r = &stream.r;
         poll_fn(|cx| {
-            let mut g = stream.shared.lock();
+            let mut g = r.shared.lock();
             let inner = &mut *g;
-            let Some(c) = inner.ep.connection(stream.h) else {
+            let Some(c) = inner.ep.connection(r.h) else {
                 return Poll::Ready(Err(closed_error()));
             };
             if let Some(e) = c.error() {
@@ -295,7 +298,7 @@ impl UtpSocket {
             if !inner.driver_alive {
                 return Poll::Ready(Err(closed_error()));
             }
-            if let Some(w) = inner.wakers.get_mut(&stream.h) {
+            if let Some(w) = inner.wakers.get_mut(&r.h) {
                 w.write = Some(cx.waker().clone());
             }
             Poll::Pending
@@ -373,6 +376,23 @@ fn config() -> EndpointConfig {
 /// after the bytes written; reading returns 0 after the peer's FIN.
 /// Dropping it closes it gracefully.
 pub struct UtpStream {
+    r: Arc<StreamRef>,
+}
+
+/// The reading half of a [`UtpStream`] ([`UtpStream::into_split`]).
+pub struct UtpReadHalf {
+    r: Arc<StreamRef>,
+}
+
+/// The writing half of a [`UtpStream`] ([`UtpStream::into_split`]).
+/// Dropping it sends FIN (like `shutdown`).
+pub struct UtpWriteHalf {
+    r: Arc<StreamRef>,
+}
+
+/// What the stream and its halves share; dropping the last one releases
+/// the connection.
+struct StreamRef {
     shared: Arc<Shared>,
     h: ConnectionHandle,
     peer: SocketAddr,
@@ -381,57 +401,91 @@ pub struct UtpStream {
 impl std::fmt::Debug for UtpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UtpStream")
-            .field("local", &self.shared.local)
-            .field("peer", &self.peer)
+            .field("local", &self.r.shared.local)
+            .field("peer", &self.r.peer)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UtpReadHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpReadHalf")
+            .field("peer", &self.r.peer)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UtpWriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpWriteHalf")
+            .field("peer", &self.r.peer)
             .finish()
     }
 }
 
 impl UtpStream {
+    /// Splits the stream into halves that can be used from two tasks (or
+    /// threads) at once, without a lock around the stream.
+    pub fn into_split(self) -> (UtpReadHalf, UtpWriteHalf) {
+        (
+            UtpReadHalf { r: self.r.clone() },
+            UtpWriteHalf { r: self.r },
+        )
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.r.peer
     }
 
     /// The local address of the UDP socket carrying this stream.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+        self.r.shared.local
     }
 
     /// Ends the connection at once with a RESET (unsent data is dropped).
     pub fn abort(&self) {
-        if let Some(c) = self.shared.lock().ep.connection_mut(self.h) {
-            c.abort();
-        }
-        self.shared.notify.notify_one();
+        self.r.abort()
     }
 
     /// The connection's counters (packets, retransmits, timeouts, ...).
     pub fn stats(&self) -> super::proto::Stats {
-        self.shared
-            .lock()
-            .ep
-            .connection(self.h)
-            .map(|c| c.stats().clone())
-            .unwrap_or_default()
+        self.r.stats()
     }
 
     /// The connection's congestion window in bytes.
     pub fn congestion_window(&self) -> usize {
-        self.shared
-            .lock()
-            .ep
-            .connection(self.h)
-            .map_or(0, |c| c.congestion_window())
+        self.r.congestion_window()
     }
 
     /// Round-trip time estimate, once measured.
     pub fn rtt(&self) -> Option<Duration> {
-        self.shared
-            .lock()
-            .ep
-            .connection(self.h)
-            .and_then(|c| c.rtt())
+        self.r.rtt()
+    }
+}
+
+impl UtpReadHalf {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.r.peer
+    }
+}
+
+impl UtpWriteHalf {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.r.peer
+    }
+
+    /// Ends the connection at once with a RESET (unsent data is dropped).
+    pub fn abort(&self) {
+        self.r.abort()
+    }
+}
+
+impl Drop for UtpWriteHalf {
+    fn drop(&mut self) {
+        let _ = self.r.poll_shutdown();
     }
 }
 
@@ -441,7 +495,93 @@ impl AsyncRead for UtpStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        self.r.poll_read(cx, buf)
+    }
+}
+
+impl AsyncRead for UtpReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.r.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UtpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.r.poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already with the connection machine, which
+        // sends them as soon as the windows allow (no Nagle).
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.r.poll_shutdown()
+    }
+}
+
+impl AsyncWrite for UtpWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.r.poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.r.poll_shutdown()
+    }
+}
+
+impl StreamRef {
+    fn abort(&self) {
+        if let Some(c) = self.shared.lock().ep.connection_mut(self.h) {
+            c.abort();
+        }
+        self.shared.notify.notify_one();
+    }
+
+    fn stats(&self) -> super::proto::Stats {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .map(|c| c.stats().clone())
+            .unwrap_or_default()
+    }
+
+    fn congestion_window(&self) -> usize {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .map_or(0, |c| c.congestion_window())
+    }
+
+    fn rtt(&self) -> Option<Duration> {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .and_then(|c| c.rtt())
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self;
         let mut g = this.shared.lock();
         let inner = &mut *g;
         if inner
@@ -492,16 +632,12 @@ impl AsyncRead for UtpStream {
     }
 }
 
-impl AsyncWrite for UtpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+impl StreamRef {
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let this = self.get_mut();
+        let this = self;
         let mut g = this.shared.lock();
         let inner = &mut *g;
         let Some(c) = inner.ep.connection_mut(this.h) else {
@@ -530,14 +666,8 @@ impl AsyncWrite for UtpStream {
         Poll::Pending
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Written bytes are already with the connection machine, which
-        // sends them as soon as the windows allow (no Nagle).
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+    fn poll_shutdown(&self) -> Poll<io::Result<()>> {
+        let this = self;
         if let Some(c) = this.shared.lock().ep.connection_mut(this.h) {
             c.close();
         }
@@ -546,7 +676,7 @@ impl AsyncWrite for UtpStream {
     }
 }
 
-impl Drop for UtpStream {
+impl Drop for StreamRef {
     fn drop(&mut self) {
         {
             let mut g = self.shared.lock();
