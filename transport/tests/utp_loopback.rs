@@ -307,7 +307,7 @@ async fn split_halves_full_duplex() {
     let c = client.connect(saddr).await.unwrap();
     let (mut r, mut w) = c.into_split();
     let writer = tokio::spawn(async move {
-        let buf: Vec<u8> = (0..LEN).map(|i| byte_at(i)).collect();
+        let buf: Vec<u8> = (0..LEN).map(byte_at).collect();
         w.write_all(&buf).await.unwrap();
         w.shutdown().await.unwrap();
     });
