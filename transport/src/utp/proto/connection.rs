@@ -319,6 +319,10 @@ pub struct Connection {
     /// Counts transmissions, to order them.
     send_counter: u64,
     reset_pending: bool,
+    /// Accepted connections: (the SYN's seq_nr, our initial seq_nr), to
+    /// answer a retransmitted SYN with the same SYN-ACK.
+    syn_ack: Option<(u16, u16)>,
+    resend_syn_ack: bool,
 
     // Receiving.
     read_buf: VecDeque<u8>,
@@ -398,6 +402,8 @@ impl Connection {
             recovery_until: None,
             send_counter: 0,
             reset_pending: false,
+            syn_ack: None,
+            resend_syn_ack: false,
             read_buf: VecDeque::new(),
             reorder: VecDeque::new(),
             reorder_bytes: 0,
@@ -740,6 +746,7 @@ impl Connection {
                     return;
                 }
                 self.ack_nr = h.seq_nr;
+                self.syn_ack = Some((h.seq_nr, self.seq_nr));
                 self.state = State::Connected;
                 self.established = true;
                 self.heard_since_timeout = true;
@@ -762,11 +769,15 @@ impl Connection {
             _ => {}
         }
         if h.packet_type == PacketType::Syn {
-            // A retransmitted SYN: our STATE was lost.
-            if h.seq_nr == self.ack_nr_at_syn() {
-                self.ack_pending = true;
-            } else {
-                self.stats.invalid += 1;
+            // A retransmitted SYN: our SYN-ACK was lost. Send it again
+            // exactly (its seq_nr is our *initial* sequence number), even
+            // if we sent data since: the initiator derives its ack_nr from
+            // it, so data it dropped while waiting is not skipped.
+            match self.syn_ack {
+                Some((syn_seq, _)) if h.seq_nr == syn_seq && self.ack_nr == syn_seq => {
+                    self.resend_syn_ack = true;
+                }
+                _ => self.stats.invalid += 1,
             }
             return;
         }
@@ -791,14 +802,6 @@ impl Connection {
             self.process_data(now, pkt);
         }
         self.check_closed(now);
-    }
-
-    /// The sequence number of the SYN we acked when accepting (our first
-    /// `ack_nr`). Only meaningful for accepted connections.
-    fn ack_nr_at_syn(&self) -> u16 {
-        // Before any data arrives ack_nr is the SYN's seq; after that, a
-        // SYN retransmission is old news and harmless to ack again.
-        self.ack_nr
     }
 
     fn process_ack(&mut self, now: Instant, pkt: &Packet<'_>, base: u16) {
@@ -1199,6 +1202,15 @@ impl Connection {
             }
             _ => {}
         }
+        if self.resend_syn_ack {
+            self.resend_syn_ack = false;
+            if let Some((syn_seq, isn)) = self.syn_ack {
+                let mut h = self.header(PacketType::State, isn, now);
+                h.ack_nr = syn_seq;
+                let n = h.encode(None, &[], buf);
+                return self.sent(n, now);
+            }
+        }
         let window = (self.max_window as usize).min(self.peer_wnd);
         // Retransmissions first.
         if self.need_resend > 0
@@ -1402,6 +1414,45 @@ mod tests {
         let mut r = [0u8; 16];
         assert_eq!(t.a.read(&mut r), Some(5));
         assert_eq!(&r[..5], b"first");
+    }
+
+    #[test]
+    fn lost_syn_ack_with_responder_data_already_sent() {
+        // The SYN-ACK is lost and B sends data at once; A drops that data
+        // (it has no ack_nr yet), retransmits its SYN, and must get the
+        // original SYN-ACK back so the data is not skipped.
+        let now = Instant::now();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut a = Connection::connect(Config::default(), now, now, addr("192.0.2.2:2"), 7, 1);
+        let syn = out(&mut a, now, &mut buf);
+        let p = Packet::decode(&syn[0]).unwrap();
+        let mut b = Connection::accept(Config::default(), now, now, addr("192.0.2.1:1"), &p, 500);
+        let _lost_syn_ack = out(&mut b, now, &mut buf);
+        b.write(b"early");
+        let data = out(&mut b, now, &mut buf);
+        assert_eq!(Packet::decode(&data[0]).unwrap().header.seq_nr, 500);
+        feed(&mut a, now, &data);
+        assert!(!a.is_established());
+        let t = a.poll_timeout().unwrap();
+        a.handle_timeout(t);
+        let syn2 = out(&mut a, t, &mut buf);
+        feed(&mut b, t, &syn2);
+        let reply = out(&mut b, t, &mut buf);
+        let h = Packet::decode(&reply[0]).unwrap().header;
+        assert_eq!(
+            (h.packet_type, h.seq_nr, h.ack_nr),
+            (PacketType::State, 500, 1)
+        );
+        feed(&mut a, t, &reply);
+        assert!(a.is_established());
+        // B's data comes again after its timeout and is read in order.
+        let t2 = b.poll_timeout().unwrap();
+        b.handle_timeout(t2);
+        let again = out(&mut b, t2, &mut buf);
+        feed(&mut a, t2, &again);
+        let mut r = [0u8; 8];
+        assert_eq!(a.read(&mut r), Some(5));
+        assert_eq!(&r[..5], b"early");
     }
 
     #[test]
