@@ -197,6 +197,32 @@ async fn abort_is_reset_by_peer() {
     srv.await.unwrap();
 }
 
+/// The initiator may start first: its first SYN meets a socket that does
+/// not expect it yet and is refused, and the rendezvous still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendezvous_initiator_first() {
+    let a = std::net::UdpSocket::bind(lo()).unwrap();
+    let b = std::net::UdpSocket::bind(lo()).unwrap();
+    let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let a = UtpSocket::from_std(a).unwrap();
+    let b = UtpSocket::from_std(b).unwrap();
+    let ini = tokio::spawn(async move {
+        let s = a.rendezvous_connect(ba, b"n", true).await;
+        (s, a)
+    });
+    // Wait until b has refused the first SYN.
+    while b.stats().syns_refused == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut sb = b.rendezvous_connect(aa, b"n", false).await.unwrap();
+    let (sa, _a) = ini.await.unwrap();
+    let mut sa = sa.unwrap();
+    sa.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    sb.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rendezvous_over_existing_sockets() {
     let a = std::net::UdpSocket::bind(lo()).unwrap();
@@ -231,9 +257,11 @@ async fn rendezvous_with_wrong_nonce_fails() {
         b.rendezvous_connect(aa, b"nonce two", false)
     );
     // The responder refuses the SYN it does not expect; the initiator
-    // sees the RESET, the responder times out waiting.
+    // keeps trying until its SYN retries run out, the responder times out
+    // waiting for the SYN it expects.
     let ea = ra.unwrap_err();
-    assert_eq!(ea.kind(), std::io::ErrorKind::ConnectionRefused, "{ea}");
+    assert_eq!(ea.kind(), std::io::ErrorKind::TimedOut, "{ea}");
+    assert!(b.stats().syns_refused >= 2, "{:?}", b.stats());
     let eb = rb.unwrap_err();
     assert_eq!(eb.kind(), std::io::ErrorKind::TimedOut, "{eb}");
     assert!(eb.to_string().contains("rendezvous"), "{eb}");

@@ -319,6 +319,8 @@ pub struct Connection {
     /// Counts transmissions, to order them.
     send_counter: u64,
     reset_pending: bool,
+    /// A rendezvous initiator: a RESET before the handshake is not final.
+    pub(super) rendezvous: bool,
     /// Accepted connections: (the SYN's seq_nr, our initial seq_nr), to
     /// answer a retransmitted SYN with the same SYN-ACK.
     syn_ack: Option<(u16, u16)>,
@@ -402,6 +404,7 @@ impl Connection {
             recovery_until: None,
             send_counter: 0,
             reset_pending: false,
+            rendezvous: false,
             syn_ack: None,
             resend_syn_ack: false,
             read_buf: VecDeque::new(),
@@ -719,6 +722,13 @@ impl Connection {
             _ => {}
         }
         if h.packet_type == PacketType::Reset {
+            if self.state == State::SynSent && self.rendezvous {
+                // The peer may not have started its side of the
+                // rendezvous yet: keep sending the SYN until it does or
+                // the SYN retries run out.
+                self.stats.invalid += 1;
+                return;
+            }
             if self.fin_sent
                 && self.got_eof
                 && self.inflight.iter().all(|p| p.kind == PacketType::Fin)

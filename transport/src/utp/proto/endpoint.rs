@@ -292,6 +292,8 @@ impl Endpoint {
     /// with `initiator == true` (by convention the one with the lower
     /// public key) sends the SYN with the id [`rendezvous_id`]`(nonce)`; the
     /// other waits for exactly that SYN from `remote` and for no other.
+    /// The initiator ignores RESETs before the handshake (the peer may not
+    /// have started yet) and gives up after its SYN retries.
     pub fn rendezvous(
         &mut self,
         now: Instant,
@@ -305,17 +307,16 @@ impl Endpoint {
         let id = rendezvous_id(nonce);
         let isn = self.rng.random();
         let (conn, key) = if initiator {
-            (
-                Connection::connect(
-                    self.config.connection.clone(),
-                    now,
-                    self.epoch,
-                    remote,
-                    id,
-                    isn,
-                ),
-                (remote, id),
-            )
+            let mut c = Connection::connect(
+                self.config.connection.clone(),
+                now,
+                self.epoch,
+                remote,
+                id,
+                isn,
+            );
+            c.rendezvous = true;
+            (c, (remote, id))
         } else {
             (
                 Connection::await_syn(
