@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use super::proto::{ConnectionHandle, Endpoint, EndpointConfig, MAX_DATAGRAM};
+use super::proto::{ConnectionHandle, Endpoint, EndpointConfig, MAX_DATAGRAM, Transmit};
 
 /// How long a driver whose socket and streams were all dropped keeps
 /// running to deliver data and FINs still unacknowledged.
@@ -75,8 +75,11 @@ struct Inner {
     out: Vec<u8>,
     /// Scratch buffer for incoming datagrams.
     rbuf: Vec<u8>,
-    /// A datagram the kernel refused with `WouldBlock`, to retry first.
-    blocked: Option<(SocketAddr, Vec<u8>)>,
+    /// Datagrams the kernel refused with `WouldBlock`, to retry first.
+    blocked: Option<Blocked>,
+    /// Datagrams gathered for one (GSO) send.
+    batch: Vec<u8>,
+    gso: Gso,
     /// When the driver will wake up by itself next.
     driver_deadline: Option<Instant>,
 }
@@ -87,26 +90,67 @@ impl Inner {
     /// driver). Returns true when the kernel buffer is full and the driver
     /// must wait for the socket to become writable.
     fn flush(&mut self, socket: &tokio::net::UdpSocket, local: SocketAddr, now: Instant) -> bool {
-        if let Some((to, data)) = &self.blocked {
-            match socket.try_send_to(data, *to) {
+        if let Some(b) = &self.blocked {
+            match send_batch(socket, b.to, &b.data, b.segment, &mut self.gso) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-                Err(e) => log::debug!("uTP socket {local}: send to {to}: {e}"),
-                Ok(_) => {}
+                Err(e) => log::debug!("uTP socket {local}: send to {}: {e}", b.to),
+                Ok(()) => {}
             }
             self.blocked = None;
         }
-        while let Some(t) = self.ep.poll_transmit(now, &mut self.out) {
-            let data = &self.out[..t.len];
-            match socket.try_send_to(data, t.destination) {
-                Ok(_) => {}
+        // Consecutive datagrams to one destination, all of one size but
+        // the last, go out in one GSO send (Linux); otherwise one by one.
+        // `pending` is a datagram already polled into `self.out` that
+        // starts the next batch.
+        let mut pending: Option<Transmit> = None;
+        loop {
+            self.batch.clear();
+            let mut to = None;
+            let mut segment = 0;
+            let mut count = 0;
+            loop {
+                let t = match pending.take() {
+                    Some(t) => t,
+                    None => match self.ep.poll_transmit(now, &mut self.out) {
+                        Some(t) => t,
+                        None => break,
+                    },
+                };
+                match to {
+                    Some(d) if t.destination != d || t.len > segment => {
+                        pending = Some(t);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        to = Some(t.destination);
+                        segment = t.len;
+                    }
+                }
+                self.batch.extend_from_slice(&self.out[..t.len]);
+                count += 1;
+                if t.len < segment || count >= GSO_MAX_SEGMENTS || !self.gso.enabled {
+                    break;
+                }
+            }
+            let Some(to) = to else {
+                return false;
+            };
+            match send_batch(socket, to, &self.batch, segment, &mut self.gso) {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.blocked = Some((t.destination, data.to_vec()));
+                    // A `pending` datagram is dropped here, like a loss on
+                    // the path: its connection resends it.
+                    self.blocked = Some(Blocked {
+                        to,
+                        data: self.batch.clone(),
+                        segment,
+                    });
                     return true;
                 }
-                Err(e) => log::debug!("uTP socket {local}: send to {}: {e}", t.destination),
+                Err(e) => log::debug!("uTP socket {local}: send to {to}: {e}"),
             }
         }
-        false
     }
 
     /// Reads the datagrams waiting in the socket into the endpoint (from
@@ -151,6 +195,103 @@ impl Inner {
                 (Some(_), None) => true,
                 (None, _) => false,
             }
+    }
+}
+
+/// Datagrams held back by a full kernel buffer: `data` holds datagrams of
+/// `segment` bytes (the last may be shorter) for `to`.
+struct Blocked {
+    to: SocketAddr,
+    data: Vec<u8>,
+    segment: usize,
+}
+
+/// Whether UDP generic segmentation offload works on this socket (turned
+/// off at the first refusal).
+struct Gso {
+    enabled: bool,
+}
+
+/// Most datagrams in one GSO send (the kernel allows 64).
+const GSO_MAX_SEGMENTS: usize = 32;
+
+/// Sends `data` (datagrams of `segment` bytes, the last maybe shorter) to
+/// `to`, in one GSO `sendmsg` when there are several and GSO works.
+fn send_batch(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    segment: usize,
+    gso: &mut Gso,
+) -> io::Result<()> {
+    if data.len() <= segment {
+        return socket.try_send_to(data, to).map(|_| ());
+    }
+    #[cfg(target_os = "linux")]
+    if gso.enabled {
+        match socket.try_io(tokio::io::Interest::WRITABLE, || {
+            gso_send(socket, to, data, segment)
+        }) {
+            Err(e)
+                if e.kind() != io::ErrorKind::WouldBlock
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                    ) =>
+            {
+                log::debug!("UDP GSO unavailable ({e}); sending datagrams one by one");
+                gso.enabled = false;
+            }
+            r => return r,
+        }
+    }
+    // Without GSO: one by one. A WouldBlock part-way resends the whole
+    // batch later; duplicates are harmless to uTP.
+    for d in data.chunks(segment) {
+        socket.try_send_to(d, to)?;
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn gso_send(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    segment: usize,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let addr = socket2::SockAddr::from(to);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // u64s for the alignment a cmsghdr needs.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as _;
+    // SAFETY: msg_control points to `control`, which is large enough for
+    // one cmsghdr with a u16 payload (CMSG_SPACE(2) <= 64 bytes), and
+    // outlives the sendmsg call; CMSG_FIRSTHDR returns a pointer into it.
+    let r = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, segment as u16);
+        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -243,6 +384,10 @@ impl UtpSocket {
                 out: vec![0; MAX_DATAGRAM],
                 rbuf: vec![0; 65536],
                 blocked: None,
+                batch: Vec::with_capacity(GSO_MAX_SEGMENTS * MAX_DATAGRAM),
+                gso: Gso {
+                    enabled: cfg!(target_os = "linux"),
+                },
                 driver_deadline: None,
             }),
             notify: Notify::new(),
