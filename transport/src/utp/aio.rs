@@ -79,6 +79,8 @@ struct Inner {
     blocked: Option<Blocked>,
     /// Datagrams gathered for one (GSO) send.
     batch: Vec<u8>,
+    /// Whether the socket coalesces received datagrams (UDP GRO).
+    gro: bool,
     gso: Gso,
     /// When the driver will wake up by itself next.
     driver_deadline: Option<Instant>,
@@ -164,8 +166,14 @@ impl Inner {
         wake: &mut Vec<Waker>,
     ) {
         for _ in 0..RECV_BATCH {
-            match socket.try_recv_from(&mut self.rbuf) {
-                Ok((n, from)) => self.ep.handle_datagram(now, from, &self.rbuf[..n]),
+            match recv_batch(socket, &mut self.rbuf, self.gro) {
+                Ok((n, from, segment)) => {
+                    // With GRO one read may hold several datagrams of
+                    // `segment` bytes (the last maybe shorter).
+                    for d in self.rbuf[..n].chunks(segment.max(1)) {
+                        self.ep.handle_datagram(now, from, d);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // ICMP errors surface here on some systems: the
@@ -251,6 +259,119 @@ fn send_batch(
         socket.try_send_to(d, to)?;
     }
     Ok(())
+}
+
+/// Asks the kernel to coalesce received datagrams (UDP GRO, Linux).
+fn enable_gro(socket: &std::net::UdpSocket) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a plain setsockopt on a valid fd with an int option.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        false
+    }
+}
+
+/// Receives one datagram, or with GRO several coalesced ones: returns the
+/// bytes read, the source and the size of each datagram in them.
+fn recv_batch(
+    socket: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+    gro: bool,
+) -> io::Result<(usize, SocketAddr, usize)> {
+    #[cfg(target_os = "linux")]
+    if gro {
+        return socket.try_io(tokio::io::Interest::READABLE, || gro_recv(socket, buf));
+    }
+    let _ = gro;
+    socket.try_recv_from(buf).map(|(n, from)| (n, from, n))
+}
+
+#[cfg(target_os = "linux")]
+fn gro_recv(
+    socket: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, usize)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sockaddr_storage and msghdr are plain data; zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut storage as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in msg refers to a live local buffer of the
+    // stated size for the duration of the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    let mut segment = n;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+    // well-formed cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const u16);
+                if size > 0 {
+                    segment = size as usize;
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let from = match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the kernel wrote a sockaddr_in, which
+            // fits in sockaddr_storage.
+            let a = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in) };
+            SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in6) };
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            ))
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram from a non-IP address",
+            ));
+        }
+    };
+    Ok((n, from, segment))
 }
 
 #[cfg(target_os = "linux")]
@@ -369,6 +490,7 @@ impl UtpSocket {
         let sock = socket2::SockRef::from(&socket);
         let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        let gro = enable_gro(&socket);
         let local = socket.local_addr()?;
         let socket = {
             let _guard = crust_runtime::handle().enter();
@@ -385,6 +507,7 @@ impl UtpSocket {
                 rbuf: vec![0; 65536],
                 blocked: None,
                 batch: Vec::with_capacity(GSO_MAX_SEGMENTS * MAX_DATAGRAM),
+                gro,
                 gso: Gso {
                     enabled: cfg!(target_os = "linux"),
                 },
