@@ -343,6 +343,8 @@ pub struct Connection {
     rto_deadline: Option<Instant>,
     timeouts: u32,
     heard_since_timeout: bool,
+    /// Timeouts since the last ack progress, heard from the peer or not.
+    stalled_timeouts: u32,
     last_send: Instant,
     closed_at: Option<Instant>,
     lingered: bool,
@@ -420,6 +422,7 @@ impl Connection {
             rto_deadline: None,
             timeouts: 0,
             heard_since_timeout: false,
+            stalled_timeouts: 0,
             last_send: now,
             closed_at: None,
             lingered: false,
@@ -917,6 +920,7 @@ impl Connection {
         }
         if progress {
             self.timeouts = 0;
+            self.stalled_timeouts = 0;
             self.dup_acks = 0;
             self.rto = self.computed_rto();
             self.rto_deadline = if self.cur_window > 0 {
@@ -1136,11 +1140,20 @@ impl Connection {
             } else {
                 self.timeouts += 1;
             }
+            // A peer that answers but never acks our data (outside a zero
+            // receive window, where waiting is right) is given up on too,
+            // after four times as many timeouts.
+            if self.peer_wnd >= MAX_PAYLOAD {
+                self.stalled_timeouts += 1;
+            }
             let limit = if connecting {
                 self.config.syn_retransmissions
             } else {
                 self.config.max_retransmissions
             };
+            if self.stalled_timeouts > 4 * limit {
+                self.timeouts = self.timeouts.max(limit + 1);
+            }
             if self.timeouts > limit {
                 self.fail(ConnectionError::TimedOut {
                     remote: self.remote,
@@ -1568,6 +1581,30 @@ mod tests {
             Packet::decode(&pkts[0]).unwrap().header.seq_nr
         );
         assert_eq!(t.a.stats().fast_retransmits, 1);
+    }
+
+    #[test]
+    fn peer_that_answers_but_never_acks_is_given_up_on() {
+        let mut t = pair();
+        t.a.write(b"never acked");
+        let mut now = t.now;
+        let _ = out(&mut t.a, now, &mut t.buf);
+        let mut rounds = 0;
+        while t.a.error().is_none() {
+            // B keeps talking (keep-alive STATEs acking nothing new).
+            let ka = {
+                t.b.ack_pending = true;
+                out(&mut t.b, now, &mut t.buf)
+            };
+            feed(&mut t.a, now, &ka);
+            now = t.a.poll_timeout().unwrap().max(now);
+            t.a.handle_timeout(now);
+            let _ = out(&mut t.a, now, &mut t.buf);
+            rounds += 1;
+            assert!(rounds < 1000);
+        }
+        assert!(t.a.error().unwrap().to_string().contains("timed out"));
+        assert!(rounds > Config::default().max_retransmissions as usize);
     }
 
     #[test]
