@@ -471,6 +471,13 @@ impl UtpSocket {
         Ok(s)
     }
 
+    /// Like [`UtpSocket::bind`] with explicit endpoint settings.
+    pub fn bind_with_config(addr: SocketAddr, config: EndpointConfig) -> io::Result<UtpSocket> {
+        let s = Self::from_std_with_config(std::net::UdpSocket::bind(addr)?, config)?;
+        s.set_listening(true);
+        Ok(s)
+    }
+
     /// Uses an already bound (for instance already hole-punched) UDP
     /// socket. It does not accept incoming SYNs until
     /// [`UtpSocket::set_listening`]`(true)`; rendezvous connections work
