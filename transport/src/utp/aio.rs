@@ -487,10 +487,13 @@ impl UtpSocket {
     }
 
     /// Like [`UtpSocket::from_std`] with explicit endpoint settings.
+    /// `config.seed` is mixed with fresh randomness: connection ids and
+    /// initial sequence numbers on a real socket must not be predictable.
     pub fn from_std_with_config(
         socket: std::net::UdpSocket,
-        config: EndpointConfig,
+        mut config: EndpointConfig,
     ) -> io::Result<UtpSocket> {
+        config.seed ^= rand::random::<u64>();
         socket.set_nonblocking(true)?;
         // Bulk transfers arrive in bursts: a small kernel buffer drops
         // them (the kernel caps these at net.core.[rw]mem_max).
