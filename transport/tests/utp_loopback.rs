@@ -346,3 +346,13 @@ async fn split_halves_full_duplex() {
     assert_eq!(back.len(), LEN);
     assert!(back.iter().enumerate().all(|(i, b)| *b == byte_at(i)));
 }
+
+#[test]
+fn stream_and_socket_types_are_what_the_transport_layer_needs() {
+    fn stream<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static>() {}
+    fn shared<T: Send + Sync + 'static>() {}
+    stream::<UtpStream>();
+    stream::<transport::utp::aio::UtpWriteHalf>();
+    shared::<transport::utp::aio::UtpReadHalf>();
+    shared::<UtpSocket>();
+}
