@@ -349,10 +349,13 @@ async fn split_halves_full_duplex() {
 
 #[test]
 fn stream_and_socket_types_are_what_the_transport_layer_needs() {
-    fn stream<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync + 'static>() {}
+    use tokio::io::{AsyncRead, AsyncWrite};
+    fn stream<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>() {}
+    fn reader<T: AsyncRead + Unpin + Send + Sync + 'static>() {}
+    fn writer<T: AsyncWrite + Unpin + Send + Sync + 'static>() {}
     fn shared<T: Send + Sync + 'static>() {}
     stream::<UtpStream>();
-    stream::<transport::utp::aio::UtpWriteHalf>();
-    shared::<transport::utp::aio::UtpReadHalf>();
+    reader::<transport::utp::aio::UtpReadHalf>();
+    writer::<transport::utp::aio::UtpWriteHalf>();
     shared::<UtpSocket>();
 }
