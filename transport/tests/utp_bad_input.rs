@@ -229,3 +229,30 @@ fn random_garbage_never_panics_and_state_stays_bounded() {
     assert!(p.b.connection_count() <= 1 + EndpointConfig::default().backlog);
     assert!(p.b.stats().malformed > 0);
 }
+
+/// A peer that never closes its half cannot pin a released connection
+/// forever: after `fin_wait` it is reset and forgotten.
+#[test]
+fn released_connection_is_dropped_when_peer_never_fins() {
+    let mut p = Pair::new();
+    let (ha, hb) = p.established();
+    p.a.connection_mut(ha).unwrap().write(b"bye");
+    p.a.release(ha);
+    p.pump();
+    assert_eq!(p.a.connection_count(), 1, "waiting for the peer's FIN");
+    let mut buf = [0u8; 8];
+    let cb = p.b.connection_mut(hb).unwrap();
+    assert_eq!(cb.read(&mut buf), Some(3));
+    assert_eq!(cb.read(&mut buf), Some(0), "EOF after A's FIN");
+    // B never closes. Keep-alives flow; after fin_wait A gives up.
+    let end = p.now + EndpointConfig::default().fin_wait + Duration::from_secs(1);
+    while p.now < end {
+        p.now += Duration::from_secs(1);
+        p.a.handle_timeout(p.now);
+        p.b.handle_timeout(p.now);
+        p.pump();
+    }
+    assert_eq!(p.a.connection_count(), 0);
+    let e = p.b.connection(hb).unwrap().error().unwrap().to_string();
+    assert!(e.contains("reset by peer"), "{e}");
+}

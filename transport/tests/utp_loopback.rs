@@ -197,6 +197,32 @@ async fn abort_is_reset_by_peer() {
     srv.await.unwrap();
 }
 
+/// The initiator may start first: its first SYN meets a socket that does
+/// not expect it yet and is refused, and the rendezvous still succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendezvous_initiator_first() {
+    let a = std::net::UdpSocket::bind(lo()).unwrap();
+    let b = std::net::UdpSocket::bind(lo()).unwrap();
+    let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let a = UtpSocket::from_std(a).unwrap();
+    let b = UtpSocket::from_std(b).unwrap();
+    let ini = tokio::spawn(async move {
+        let s = a.rendezvous_connect(ba, b"n", true).await;
+        (s, a)
+    });
+    // Wait until b has refused the first SYN.
+    while b.stats().syns_refused == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut sb = b.rendezvous_connect(aa, b"n", false).await.unwrap();
+    let (sa, _a) = ini.await.unwrap();
+    let mut sa = sa.unwrap();
+    sa.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    sb.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rendezvous_over_existing_sockets() {
     let a = std::net::UdpSocket::bind(lo()).unwrap();
@@ -231,9 +257,11 @@ async fn rendezvous_with_wrong_nonce_fails() {
         b.rendezvous_connect(aa, b"nonce two", false)
     );
     // The responder refuses the SYN it does not expect; the initiator
-    // sees the RESET, the responder times out waiting.
+    // keeps trying until its SYN retries run out, the responder times out
+    // waiting for the SYN it expects.
     let ea = ra.unwrap_err();
-    assert_eq!(ea.kind(), std::io::ErrorKind::ConnectionRefused, "{ea}");
+    assert_eq!(ea.kind(), std::io::ErrorKind::TimedOut, "{ea}");
+    assert!(b.stats().syns_refused >= 2, "{:?}", b.stats());
     let eb = rb.unwrap_err();
     assert_eq!(eb.kind(), std::io::ErrorKind::TimedOut, "{eb}");
     assert!(eb.to_string().contains("rendezvous"), "{eb}");
@@ -256,4 +284,78 @@ async fn dropped_stream_still_delivers_its_data_then_fin() {
         s.read_to_end(&mut got).await.unwrap();
         assert_eq!(got.len(), 300_000);
     }
+}
+
+/// IPv6 loopback, and one write larger than the send buffer (1 MiB): it
+/// must not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_and_write_larger_than_send_buffer() {
+    let any6: SocketAddr = "[::1]:0".parse().unwrap();
+    let server = UtpSocket::bind(any6).unwrap();
+    let client = UtpSocket::bind(any6).unwrap();
+    let saddr = server.local_addr();
+    assert!(saddr.is_ipv6());
+    let big = vec![0x3cu8; 5 << 20];
+    let srv = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    let mut c = client.connect(saddr).await.unwrap();
+    c.write_all(&big).await.unwrap();
+    c.shutdown().await.unwrap();
+    assert!(srv.await.unwrap() == big);
+}
+
+/// Split halves used from two tasks at once, both directions at the same
+/// time; dropping the write half sends FIN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_halves_full_duplex() {
+    const LEN: usize = 4 << 20;
+    let server = UtpSocket::bind(lo()).unwrap();
+    let client = UtpSocket::bind(lo()).unwrap();
+    let saddr = server.local_addr();
+    let srv = tokio::spawn(async move {
+        let (s, _) = server.accept().await.unwrap();
+        let (mut r, mut w) = s.into_split();
+        let echo = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = r.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                w.write_all(&buf[..n]).await.unwrap();
+            }
+            drop(w); // FIN
+        });
+        echo.await.unwrap();
+    });
+    let c = client.connect(saddr).await.unwrap();
+    let (mut r, mut w) = c.into_split();
+    let writer = tokio::spawn(async move {
+        let buf: Vec<u8> = (0..LEN).map(byte_at).collect();
+        w.write_all(&buf).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    r.read_to_end(&mut back).await.unwrap();
+    writer.await.unwrap();
+    srv.await.unwrap();
+    assert_eq!(back.len(), LEN);
+    assert!(back.iter().enumerate().all(|(i, b)| *b == byte_at(i)));
+}
+
+#[test]
+fn stream_and_socket_types_are_what_the_transport_layer_needs() {
+    use tokio::io::{AsyncRead, AsyncWrite};
+    fn stream<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static>() {}
+    fn reader<T: AsyncRead + Unpin + Send + Sync + 'static>() {}
+    fn writer<T: AsyncWrite + Unpin + Send + Sync + 'static>() {}
+    fn shared<T: Send + Sync + 'static>() {}
+    stream::<UtpStream>();
+    reader::<transport::utp::aio::UtpReadHalf>();
+    writer::<transport::utp::aio::UtpWriteHalf>();
+    shared::<UtpSocket>();
 }

@@ -350,3 +350,148 @@ fn ledbat_keeps_queue_near_target_and_link_busy() {
     assert!(used >= 0.8, "link use {:.1}%", used * 100.0);
     assert!(!delays.is_empty());
 }
+
+/// Burst loss (Gilbert-Elliott), jitter that reorders, and a 1,452-byte
+/// MTU (every datagram must fit: the harness asserts it too).
+#[test]
+fn burst_loss_jitter_and_mtu() {
+    let link = LinkConfig {
+        delay: Duration::from_millis(30),
+        jitter: Duration::from_millis(15),
+        loss: 0.02,
+        burst: Some(netlab::sim::BurstLoss {
+            p_enter: 0.02,
+            p_exit: 0.3,
+            loss: 0.8,
+        }),
+        bandwidth_bps: Some(20_000_000),
+        queue_bytes: 200_000,
+        mtu: 1452,
+        ..LinkConfig::default()
+    };
+    let mut complete = 0;
+    for seed in 0..50 {
+        match transfer(seed, link.clone(), 512 * 1024) {
+            Outcome::Complete { .. } => complete += 1,
+            Outcome::Failed(e) => assert!(e.contains("timed out"), "seed {seed}: {e}"),
+        }
+    }
+    assert!(complete >= 49, "{complete} of 50");
+}
+
+/// Rendezvous through two simulated NATs (endpoint-independent mapping,
+/// address-and-port-dependent filtering): without a punched hole the SYN
+/// is filtered and the rendezvous times out; after each side sent one
+/// datagram to the other's public address it succeeds and carries data.
+#[test]
+fn rendezvous_through_simulated_nats() {
+    use netlab::sim::{Nat, NatFiltering, NatMapping};
+    use transport::utp::proto::{Config, ConnectionError};
+
+    fn run(punch: bool) -> Result<Vec<u8>, ConnectionError> {
+        let a_in: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let b_in: SocketAddr = "10.1.0.1:6000".parse().unwrap();
+        let a_pub: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        let b_pub: SocketAddr = "203.0.113.1:6000".parse().unwrap();
+        let mut net = Network::new(
+            5,
+            LinkConfig {
+                loss: 0.02,
+                ..LinkConfig::default()
+            },
+        );
+        for (inside, public) in [(a_in, a_pub), (b_in, b_pub)] {
+            net.add_nat(
+                [inside.ip()],
+                Nat::new(
+                    public.ip(),
+                    NatMapping::EndpointIndependent,
+                    NatFiltering::AddressAndPortDependent,
+                ),
+            );
+        }
+        let now = net.now();
+        let cfg = EndpointConfig {
+            connection: Config {
+                syn_retransmissions: 3,
+                rendezvous_timeout: std::time::Duration::from_secs(10),
+                ..Config::default()
+            },
+            ..EndpointConfig::default()
+        };
+        let mut eps = [Endpoint::new(cfg.clone(), now), Endpoint::new(cfg, now)];
+        let addrs = [a_in, b_in];
+        if punch {
+            // Each side sends one datagram to the other's public address:
+            // the first is filtered, the second gets through both NATs.
+            net.send(a_in, b_pub, b"punch");
+            net.send(b_in, a_pub, b"punch");
+        }
+        let ha = eps[0].rendezvous(now, b_pub, b"nonce", true).unwrap();
+        let hb = eps[1].rendezvous(now, a_pub, b"nonce", false).unwrap();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut got = Vec::new();
+        let mut sent = false;
+        let mut rbuf = [0u8; 4096];
+        while net.elapsed() < Duration::from_secs(60) {
+            let now = net.now();
+            for i in 0..2 {
+                while let Some(t) = eps[i].poll_transmit(now, &mut buf) {
+                    net.send(addrs[i], t.destination, &buf[..t.len]);
+                }
+            }
+            let next = [
+                net.next_delivery(),
+                eps[0].poll_timeout(),
+                eps[1].poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next else { break };
+            net.advance_to(next);
+            let now = net.now();
+            while let Some(d) = net.deliver() {
+                let i = if d.to == a_in { 0 } else { 1 };
+                eps[i].handle_datagram(now, d.from, &d.data);
+            }
+            for ep in &mut eps {
+                ep.handle_timeout(now);
+            }
+            let ca = eps[0].connection_mut(ha).unwrap();
+            if let Some(e) = ca.error() {
+                return Err(e.clone());
+            }
+            if ca.is_established() && !sent {
+                assert_eq!(ca.write(&[9u8; 100_000]), 100_000);
+                ca.close();
+                sent = true;
+            }
+            let cb = eps[1].connection_mut(hb).unwrap();
+            if let Some(e) = cb.error() {
+                return Err(e.clone());
+            }
+            while let Some(n) = cb.read(&mut rbuf) {
+                if n == 0 {
+                    return Ok(got);
+                }
+                got.extend_from_slice(&rbuf[..n]);
+            }
+        }
+        panic!("neither finished nor failed");
+    }
+
+    let e = run(false).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConnectionError::TimedOut {
+                connecting: true,
+                ..
+            } | ConnectionError::RendezvousTimedOut { .. }
+        ),
+        "{e}"
+    );
+    let got = run(true).unwrap();
+    assert_eq!(got, vec![9u8; 100_000]);
+}

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
-use super::proto::{ConnectionHandle, Endpoint, EndpointConfig, MAX_DATAGRAM};
+use super::proto::{ConnectionHandle, Endpoint, EndpointConfig, MAX_DATAGRAM, Transmit};
 
 /// How long a driver whose socket and streams were all dropped keeps
 /// running to deliver data and FINs still unacknowledged.
@@ -71,12 +71,369 @@ struct Inner {
     /// The socket handle plus live streams.
     handles: usize,
     driver_alive: bool,
+    /// Scratch buffer for outgoing datagrams.
+    out: Vec<u8>,
+    /// Scratch buffer for incoming datagrams.
+    rbuf: Vec<u8>,
+    /// Datagrams the kernel refused with `WouldBlock`, to retry first.
+    blocked: Option<Blocked>,
+    /// Datagrams gathered for one (GSO) send.
+    batch: Vec<u8>,
+    /// Whether the socket coalesces received datagrams (UDP GRO).
+    gro: bool,
+    gso: Gso,
+    /// When the driver will wake up by itself next.
+    driver_deadline: Option<Instant>,
+}
+
+impl Inner {
+    /// Sends what the endpoint has to send, from whichever task holds the
+    /// lock (a stream's task sends its own data without waking the
+    /// driver). Returns true when the kernel buffer is full and the driver
+    /// must wait for the socket to become writable.
+    fn flush(&mut self, socket: &tokio::net::UdpSocket, local: SocketAddr, now: Instant) -> bool {
+        if let Some(b) = &self.blocked {
+            match send_batch(socket, b.to, &b.data, b.segment, &mut self.gso) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) => log::debug!("uTP socket {local}: send to {}: {e}", b.to),
+                Ok(()) => {}
+            }
+            self.blocked = None;
+        }
+        // Consecutive datagrams to one destination, all of one size but
+        // the last, go out in one GSO send (Linux); otherwise one by one.
+        // `pending` is a datagram already polled into `self.out` that
+        // starts the next batch.
+        let mut pending: Option<Transmit> = None;
+        loop {
+            self.batch.clear();
+            let mut to = None;
+            let mut segment = 0;
+            let mut count = 0;
+            loop {
+                let t = match pending.take() {
+                    Some(t) => t,
+                    None => match self.ep.poll_transmit(now, &mut self.out) {
+                        Some(t) => t,
+                        None => break,
+                    },
+                };
+                match to {
+                    Some(d) if t.destination != d || t.len > segment => {
+                        pending = Some(t);
+                        break;
+                    }
+                    Some(_) => {}
+                    None => {
+                        to = Some(t.destination);
+                        segment = t.len;
+                    }
+                }
+                self.batch.extend_from_slice(&self.out[..t.len]);
+                count += 1;
+                if t.len < segment || count >= GSO_MAX_SEGMENTS || !self.gso.enabled {
+                    break;
+                }
+            }
+            let Some(to) = to else {
+                return false;
+            };
+            match send_batch(socket, to, &self.batch, segment, &mut self.gso) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // A `pending` datagram is dropped here, like a loss on
+                    // the path: its connection resends it.
+                    self.blocked = Some(Blocked {
+                        to,
+                        data: self.batch.clone(),
+                        segment,
+                    });
+                    return true;
+                }
+                Err(e) => log::debug!("uTP socket {local}: send to {to}: {e}"),
+            }
+        }
+    }
+
+    /// Reads the datagrams waiting in the socket into the endpoint (from
+    /// whichever task holds the lock) and collects the wakers of the
+    /// connections they touched.
+    fn receive(
+        &mut self,
+        socket: &tokio::net::UdpSocket,
+        local: SocketAddr,
+        now: Instant,
+        wake: &mut Vec<Waker>,
+    ) {
+        for _ in 0..RECV_BATCH {
+            match recv_batch(socket, &mut self.rbuf, self.gro) {
+                Ok((n, from, segment)) => {
+                    // With GRO one read may hold several datagrams of
+                    // `segment` bytes (the last maybe shorter).
+                    for d in self.rbuf[..n].chunks(segment.max(1)) {
+                        self.ep.handle_datagram(now, from, d);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on some systems: the
+                    // connections' own timers deal with dead peers.
+                    log::debug!("uTP socket {local}: recv error: {e}");
+                    break;
+                }
+            }
+        }
+        for h in self.ep.take_touched() {
+            if let Some(w) = self.wakers.get_mut(&h) {
+                wake.extend(w.read.take());
+                wake.extend(w.write.take());
+            }
+        }
+        if self.ep.backlog_len() > 0 {
+            wake.extend(self.accept_waker.take());
+        }
+    }
+
+    /// Whether the driver must be woken: blocked output, or a timer
+    /// earlier than the one it sleeps on.
+    fn driver_needed(&mut self, blocked: bool) -> bool {
+        blocked
+            || match (self.ep.poll_timeout(), self.driver_deadline) {
+                (Some(t), Some(d)) => t < d,
+                (Some(_), None) => true,
+                (None, _) => false,
+            }
+    }
+}
+
+/// Datagrams held back by a full kernel buffer: `data` holds datagrams of
+/// `segment` bytes (the last may be shorter) for `to`.
+struct Blocked {
+    to: SocketAddr,
+    data: Vec<u8>,
+    segment: usize,
+}
+
+/// Whether UDP generic segmentation offload works on this socket (turned
+/// off at the first refusal).
+struct Gso {
+    enabled: bool,
+}
+
+/// Most datagrams in one GSO send (the kernel allows 64).
+const GSO_MAX_SEGMENTS: usize = 32;
+
+/// Sends `data` (datagrams of `segment` bytes, the last maybe shorter) to
+/// `to`, in one GSO `sendmsg` when there are several and GSO works.
+fn send_batch(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    segment: usize,
+    gso: &mut Gso,
+) -> io::Result<()> {
+    if data.len() <= segment {
+        return socket.try_send_to(data, to).map(|_| ());
+    }
+    #[cfg(target_os = "linux")]
+    if gso.enabled {
+        match socket.try_io(tokio::io::Interest::WRITABLE, || {
+            gso_send(socket, to, data, segment)
+        }) {
+            Err(e)
+                if e.kind() != io::ErrorKind::WouldBlock
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT)
+                    ) =>
+            {
+                log::debug!("UDP GSO unavailable ({e}); sending datagrams one by one");
+                gso.enabled = false;
+            }
+            r => return r,
+        }
+    }
+    // Without GSO: one by one. A WouldBlock part-way resends the whole
+    // batch later; duplicates are harmless to uTP.
+    for d in data.chunks(segment) {
+        socket.try_send_to(d, to)?;
+    }
+    Ok(())
+}
+
+/// Asks the kernel to coalesce received datagrams (UDP GRO, Linux).
+fn enable_gro(socket: &std::net::UdpSocket) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a plain setsockopt on a valid fd with an int option.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = socket;
+        false
+    }
+}
+
+/// Receives one datagram, or with GRO several coalesced ones: returns the
+/// bytes read, the source and the size of each datagram in them.
+fn recv_batch(
+    socket: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+    gro: bool,
+) -> io::Result<(usize, SocketAddr, usize)> {
+    #[cfg(target_os = "linux")]
+    if gro {
+        return socket.try_io(tokio::io::Interest::READABLE, || gro_recv(socket, buf));
+    }
+    let _ = gro;
+    socket.try_recv_from(buf).map(|(n, from)| (n, from, n))
+}
+
+#[cfg(target_os = "linux")]
+fn gro_recv(
+    socket: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, usize)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sockaddr_storage and msghdr are plain data; zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut storage as *mut _ as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in msg refers to a live local buffer of the
+    // stated size for the duration of the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    let mut segment = n;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+    // well-formed cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const u16);
+                if size > 0 {
+                    segment = size as usize;
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let from = match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the kernel wrote a sockaddr_in, which
+            // fits in sockaddr_storage.
+            let a = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in) };
+            SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(&storage as *const _ as *const libc::sockaddr_in6) };
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            ))
+        }
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "datagram from a non-IP address",
+            ));
+        }
+    };
+    Ok((n, from, segment))
+}
+
+#[cfg(target_os = "linux")]
+fn gso_send(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    segment: usize,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let addr = socket2::SockAddr::from(to);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // u64s for the alignment a cmsghdr needs.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+    msg.msg_namelen = addr.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as _;
+    // SAFETY: msg_control points to `control`, which is large enough for
+    // one cmsghdr with a u16 payload (CMSG_SPACE(2) <= 64 bytes), and
+    // outlives the sendmsg call; CMSG_FIRSTHDR returns a pointer into it.
+    let r = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut u16, segment as u16);
+        libc::sendmsg(socket.as_raw_fd(), &msg, 0)
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 struct Shared {
     inner: Mutex<Inner>,
     notify: Notify,
     local: SocketAddr,
+    socket: tokio::net::UdpSocket,
+}
+
+impl Shared {
+    /// After a stream command: send its output here and now, and wake the
+    /// driver only if it has to do something.
+    fn flush_from_stream(&self, mut g: MutexGuard<'_, Inner>) {
+        let blocked = g.flush(&self.socket, self.local, Instant::now());
+        let wake = g.driver_needed(blocked);
+        drop(g);
+        if wake {
+            self.notify.notify_one();
+        }
+    }
 }
 
 impl Shared {
@@ -114,6 +471,13 @@ impl UtpSocket {
         Ok(s)
     }
 
+    /// Like [`UtpSocket::bind`] with explicit endpoint settings.
+    pub fn bind_with_config(addr: SocketAddr, config: EndpointConfig) -> io::Result<UtpSocket> {
+        let s = Self::from_std_with_config(std::net::UdpSocket::bind(addr)?, config)?;
+        s.set_listening(true);
+        Ok(s)
+    }
+
     /// Uses an already bound (for instance already hole-punched) UDP
     /// socket. It does not accept incoming SYNs until
     /// [`UtpSocket::set_listening`]`(true)`; rendezvous connections work
@@ -123,16 +487,20 @@ impl UtpSocket {
     }
 
     /// Like [`UtpSocket::from_std`] with explicit endpoint settings.
+    /// `config.seed` is mixed with fresh randomness: connection ids and
+    /// initial sequence numbers on a real socket must not be predictable.
     pub fn from_std_with_config(
         socket: std::net::UdpSocket,
-        config: EndpointConfig,
+        mut config: EndpointConfig,
     ) -> io::Result<UtpSocket> {
+        config.seed ^= rand::random::<u64>();
         socket.set_nonblocking(true)?;
         // Bulk transfers arrive in bursts: a small kernel buffer drops
         // them (the kernel caps these at net.core.[rw]mem_max).
         let sock = socket2::SockRef::from(&socket);
         let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+        let gro = enable_gro(&socket);
         let local = socket.local_addr()?;
         let socket = {
             let _guard = crust_runtime::handle().enter();
@@ -145,11 +513,21 @@ impl UtpSocket {
                 accept_waker: None,
                 handles: 1,
                 driver_alive: true,
+                out: vec![0; MAX_DATAGRAM],
+                rbuf: vec![0; 65536],
+                blocked: None,
+                batch: Vec::with_capacity(GSO_MAX_SEGMENTS * MAX_DATAGRAM),
+                gro,
+                gso: Gso {
+                    enabled: cfg!(target_os = "linux"),
+                },
+                driver_deadline: None,
             }),
             notify: Notify::new(),
             local,
+            socket,
         });
-        crust_runtime::spawn(drive(shared.clone(), socket));
+        crust_runtime::spawn(drive(shared.clone()));
         Ok(UtpSocket { shared })
     }
 
@@ -173,17 +551,20 @@ impl UtpSocket {
         inner.handles += 1;
         inner.wakers.insert(h, Wakers::default());
         UtpStream {
-            shared: self.shared.clone(),
-            h,
-            peer,
+            r: Arc::new(StreamRef {
+                shared: self.shared.clone(),
+                h,
+                peer,
+            }),
         }
     }
 
     async fn established(stream: UtpStream) -> io::Result<UtpStream> {
+        let r = &stream.r;
         poll_fn(|cx| {
-            let mut g = stream.shared.lock();
+            let mut g = r.shared.lock();
             let inner = &mut *g;
-            let Some(c) = inner.ep.connection(stream.h) else {
+            let Some(c) = inner.ep.connection(r.h) else {
                 return Poll::Ready(Err(closed_error()));
             };
             if let Some(e) = c.error() {
@@ -195,7 +576,7 @@ impl UtpSocket {
             if !inner.driver_alive {
                 return Poll::Ready(Err(closed_error()));
             }
-            if let Some(w) = inner.wakers.get_mut(&stream.h) {
+            if let Some(w) = inner.wakers.get_mut(&r.h) {
                 w.write = Some(cx.waker().clone());
             }
             Poll::Pending
@@ -273,6 +654,23 @@ fn config() -> EndpointConfig {
 /// after the bytes written; reading returns 0 after the peer's FIN.
 /// Dropping it closes it gracefully.
 pub struct UtpStream {
+    r: Arc<StreamRef>,
+}
+
+/// The reading half of a [`UtpStream`] ([`UtpStream::into_split`]).
+pub struct UtpReadHalf {
+    r: Arc<StreamRef>,
+}
+
+/// The writing half of a [`UtpStream`] ([`UtpStream::into_split`]).
+/// Dropping it sends FIN (like `shutdown`).
+pub struct UtpWriteHalf {
+    r: Arc<StreamRef>,
+}
+
+/// What the stream and its halves share; dropping the last one releases
+/// the connection.
+struct StreamRef {
     shared: Arc<Shared>,
     h: ConnectionHandle,
     peer: SocketAddr,
@@ -281,57 +679,91 @@ pub struct UtpStream {
 impl std::fmt::Debug for UtpStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UtpStream")
-            .field("local", &self.shared.local)
-            .field("peer", &self.peer)
+            .field("local", &self.r.shared.local)
+            .field("peer", &self.r.peer)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UtpReadHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpReadHalf")
+            .field("peer", &self.r.peer)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UtpWriteHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtpWriteHalf")
+            .field("peer", &self.r.peer)
             .finish()
     }
 }
 
 impl UtpStream {
+    /// Splits the stream into halves that can be used from two tasks (or
+    /// threads) at once, without a lock around the stream.
+    pub fn into_split(self) -> (UtpReadHalf, UtpWriteHalf) {
+        (
+            UtpReadHalf { r: self.r.clone() },
+            UtpWriteHalf { r: self.r },
+        )
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.r.peer
     }
 
     /// The local address of the UDP socket carrying this stream.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+        self.r.shared.local
     }
 
     /// Ends the connection at once with a RESET (unsent data is dropped).
     pub fn abort(&self) {
-        if let Some(c) = self.shared.lock().ep.connection_mut(self.h) {
-            c.abort();
-        }
-        self.shared.notify.notify_one();
+        self.r.abort()
     }
 
     /// The connection's counters (packets, retransmits, timeouts, ...).
     pub fn stats(&self) -> super::proto::Stats {
-        self.shared
-            .lock()
-            .ep
-            .connection(self.h)
-            .map(|c| c.stats().clone())
-            .unwrap_or_default()
+        self.r.stats()
     }
 
     /// The connection's congestion window in bytes.
     pub fn congestion_window(&self) -> usize {
-        self.shared
-            .lock()
-            .ep
-            .connection(self.h)
-            .map_or(0, |c| c.congestion_window())
+        self.r.congestion_window()
     }
 
     /// Round-trip time estimate, once measured.
     pub fn rtt(&self) -> Option<Duration> {
-        self.shared
-            .lock()
-            .ep
-            .connection(self.h)
-            .and_then(|c| c.rtt())
+        self.r.rtt()
+    }
+}
+
+impl UtpReadHalf {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.r.peer
+    }
+}
+
+impl UtpWriteHalf {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.r.peer
+    }
+
+    /// Ends the connection at once with a RESET (unsent data is dropped).
+    pub fn abort(&self) {
+        self.r.abort()
+    }
+}
+
+impl Drop for UtpWriteHalf {
+    fn drop(&mut self) {
+        let _ = self.r.poll_shutdown();
     }
 }
 
@@ -341,9 +773,113 @@ impl AsyncRead for UtpStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+        self.r.poll_read(cx, buf)
+    }
+}
+
+impl AsyncRead for UtpReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.r.poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UtpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.r.poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already with the connection machine, which
+        // sends them as soon as the windows allow (no Nagle).
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.r.poll_shutdown()
+    }
+}
+
+impl AsyncWrite for UtpWriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.r.poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.r.poll_shutdown()
+    }
+}
+
+impl StreamRef {
+    fn abort(&self) {
+        if let Some(c) = self.shared.lock().ep.connection_mut(self.h) {
+            c.abort();
+        }
+        self.shared.notify.notify_one();
+    }
+
+    fn stats(&self) -> super::proto::Stats {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .map(|c| c.stats().clone())
+            .unwrap_or_default()
+    }
+
+    fn congestion_window(&self) -> usize {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .map_or(0, |c| c.congestion_window())
+    }
+
+    fn rtt(&self) -> Option<Duration> {
+        self.shared
+            .lock()
+            .ep
+            .connection(self.h)
+            .and_then(|c| c.rtt())
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self;
         let mut g = this.shared.lock();
         let inner = &mut *g;
+        if inner
+            .ep
+            .connection(this.h)
+            .is_some_and(|c| c.readable_bytes() == 0)
+        {
+            // Nothing buffered: read the socket here rather than wait for
+            // the driver to do it and wake us (one thread hop less).
+            let mut wake = Vec::new();
+            let now = Instant::now();
+            inner.receive(&this.shared.socket, this.shared.local, now, &mut wake);
+            let blocked = inner.flush(&this.shared.socket, this.shared.local, now);
+            if inner.driver_needed(blocked) {
+                this.shared.notify.notify_one();
+            }
+            for w in wake {
+                w.wake();
+            }
+        }
         let Some(c) = inner.ep.connection_mut(this.h) else {
             return Poll::Ready(Err(closed_error()));
         };
@@ -354,11 +890,10 @@ impl AsyncRead for UtpStream {
                 None => Poll::Ready(Ok(())),
             },
             Some(n) => {
-                let wake = c.wants_transmit();
+                let send = c.wants_transmit();
                 buf.advance(n);
-                drop(g);
-                if wake {
-                    this.shared.notify.notify_one();
+                if send {
+                    this.shared.flush_from_stream(g);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -375,16 +910,12 @@ impl AsyncRead for UtpStream {
     }
 }
 
-impl AsyncWrite for UtpStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
+impl StreamRef {
+    fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let this = self.get_mut();
+        let this = self;
         let mut g = this.shared.lock();
         let inner = &mut *g;
         let Some(c) = inner.ep.connection_mut(this.h) else {
@@ -395,8 +926,7 @@ impl AsyncWrite for UtpStream {
         }
         let n = c.write(data);
         if n > 0 {
-            drop(g);
-            this.shared.notify.notify_one();
+            this.shared.flush_from_stream(g);
             return Poll::Ready(Ok(n));
         }
         if c.writable_bytes() == 0 && c.is_done_sending() {
@@ -414,14 +944,8 @@ impl AsyncWrite for UtpStream {
         Poll::Pending
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Written bytes are already with the connection machine, which
-        // sends them as soon as the windows allow (no Nagle).
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
+    fn poll_shutdown(&self) -> Poll<io::Result<()>> {
+        let this = self;
         if let Some(c) = this.shared.lock().ep.connection_mut(this.h) {
             c.close();
         }
@@ -430,7 +954,7 @@ impl AsyncWrite for UtpStream {
     }
 }
 
-impl Drop for UtpStream {
+impl Drop for StreamRef {
     fn drop(&mut self) {
         {
             let mut g = self.shared.lock();
@@ -443,70 +967,26 @@ impl Drop for UtpStream {
 }
 
 /// The driver: one task per UDP socket.
-async fn drive(shared: Arc<Shared>, socket: tokio::net::UdpSocket) {
-    let mut rbuf = vec![0u8; 65536];
-    let mut out = vec![0u8; MAX_DATAGRAM];
-    let mut blocked: Option<(SocketAddr, usize)> = None;
+async fn drive(shared: Arc<Shared>) {
+    let socket = &shared.socket;
     let mut orphaned_at: Option<Instant> = None;
     let mut wake = Vec::new();
     loop {
         let deadline;
+        let blocked;
         {
             let mut g = shared.lock();
             let inner = &mut *g;
             let now = Instant::now();
-            for _ in 0..RECV_BATCH {
-                match socket.try_recv_from(&mut rbuf) {
-                    Ok((n, from)) => inner.ep.handle_datagram(now, from, &rbuf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => {
-                        // ICMP errors surface here on some systems: the
-                        // connections' own timers deal with dead peers.
-                        log::debug!("uTP socket {}: recv error: {e}", shared.local);
-                        break;
-                    }
-                }
-            }
+            inner.receive(socket, shared.local, now, &mut wake);
             inner.ep.handle_timeout(now);
-            // Transmit.
-            if let Some((to, len)) = blocked {
-                match socket.try_send_to(&out[..len], to) {
-                    Ok(_) => blocked = None,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        log::debug!("uTP socket {}: send to {to}: {e}", shared.local);
-                        blocked = None;
-                    }
-                }
-            }
-            while blocked.is_none() {
-                let Some(t) = inner.ep.poll_transmit(now, &mut out) else {
-                    break;
-                };
-                match socket.try_send_to(&out[..t.len], t.destination) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        blocked = Some((t.destination, t.len));
-                    }
-                    Err(e) => {
-                        log::debug!(
-                            "uTP socket {}: send to {}: {e}",
-                            shared.local,
-                            t.destination
-                        );
-                    }
-                }
-            }
+            blocked = inner.flush(socket, shared.local, now);
             for h in inner.ep.take_touched() {
                 if let Some(w) = inner.wakers.get_mut(&h) {
                     wake.extend(w.read.take());
                     wake.extend(w.write.take());
                 }
             }
-            if inner.ep.backlog_len() > 0 {
-                wake.extend(inner.accept_waker.take());
-            }
-            deadline = inner.ep.poll_timeout();
             if inner.handles == 0 {
                 let t = *orphaned_at.get_or_insert(now);
                 if inner.ep.all_done_sending() || now.saturating_duration_since(t) >= CLOSE_LINGER {
@@ -514,14 +994,15 @@ async fn drive(shared: Arc<Shared>, socket: tokio::net::UdpSocket) {
                     break;
                 }
             }
+            deadline = match (inner.ep.poll_timeout(), orphaned_at) {
+                (Some(d), Some(o)) => Some(d.min(o + CLOSE_LINGER)),
+                (d, o) => d.or(o.map(|o| o + CLOSE_LINGER)),
+            };
+            inner.driver_deadline = deadline;
         }
         for w in wake.drain(..) {
             w.wake();
         }
-        let deadline = match (deadline, orphaned_at) {
-            (Some(d), Some(o)) => Some(d.min(o + CLOSE_LINGER)),
-            (d, o) => d.or(o.map(|o| o + CLOSE_LINGER)),
-        };
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -532,7 +1013,7 @@ async fn drive(shared: Arc<Shared>, socket: tokio::net::UdpSocket) {
             _ = socket.readable() => {}
             _ = shared.notify.notified() => {}
             _ = sleep => {}
-            _ = socket.writable(), if blocked.is_some() => {}
+            _ = socket.writable(), if blocked => {}
         }
     }
     log::debug!("uTP socket {} driver stopped", shared.local);

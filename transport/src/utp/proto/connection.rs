@@ -319,6 +319,12 @@ pub struct Connection {
     /// Counts transmissions, to order them.
     send_counter: u64,
     reset_pending: bool,
+    /// A rendezvous initiator: a RESET before the handshake is not final.
+    pub(super) rendezvous: bool,
+    /// Accepted connections: (the SYN's seq_nr, our initial seq_nr), to
+    /// answer a retransmitted SYN with the same SYN-ACK.
+    syn_ack: Option<(u16, u16)>,
+    resend_syn_ack: bool,
 
     // Receiving.
     read_buf: VecDeque<u8>,
@@ -337,6 +343,8 @@ pub struct Connection {
     rto_deadline: Option<Instant>,
     timeouts: u32,
     heard_since_timeout: bool,
+    /// Timeouts since the last ack progress, heard from the peer or not.
+    stalled_timeouts: u32,
     last_send: Instant,
     closed_at: Option<Instant>,
     lingered: bool,
@@ -398,6 +406,9 @@ impl Connection {
             recovery_until: None,
             send_counter: 0,
             reset_pending: false,
+            rendezvous: false,
+            syn_ack: None,
+            resend_syn_ack: false,
             read_buf: VecDeque::new(),
             reorder: VecDeque::new(),
             reorder_bytes: 0,
@@ -411,6 +422,7 @@ impl Connection {
             rto_deadline: None,
             timeouts: 0,
             heard_since_timeout: false,
+            stalled_timeouts: 0,
             last_send: now,
             closed_at: None,
             lingered: false,
@@ -670,7 +682,8 @@ impl Connection {
     }
 
     fn micros(&self, now: Instant) -> u32 {
-        now.saturating_duration_since(self.epoch).as_micros() as u32
+        // 0 means "no timestamp" to receivers: never send it.
+        (now.saturating_duration_since(self.epoch).as_micros() as u32).max(1)
     }
 
     fn push_packet(&mut self, kind: PacketType, payload: Vec<u8>, now: Instant) {
@@ -712,6 +725,13 @@ impl Connection {
             _ => {}
         }
         if h.packet_type == PacketType::Reset {
+            if self.state == State::SynSent && self.rendezvous {
+                // The peer may not have started its side of the
+                // rendezvous yet: keep sending the SYN until it does or
+                // the SYN retries run out.
+                self.stats.invalid += 1;
+                return;
+            }
             if self.fin_sent
                 && self.got_eof
                 && self.inflight.iter().all(|p| p.kind == PacketType::Fin)
@@ -739,6 +759,7 @@ impl Connection {
                     return;
                 }
                 self.ack_nr = h.seq_nr;
+                self.syn_ack = Some((h.seq_nr, self.seq_nr));
                 self.state = State::Connected;
                 self.established = true;
                 self.heard_since_timeout = true;
@@ -761,11 +782,15 @@ impl Connection {
             _ => {}
         }
         if h.packet_type == PacketType::Syn {
-            // A retransmitted SYN: our STATE was lost.
-            if h.seq_nr == self.ack_nr_at_syn() {
-                self.ack_pending = true;
-            } else {
-                self.stats.invalid += 1;
+            // A retransmitted SYN: our SYN-ACK was lost. Send it again
+            // exactly (its seq_nr is our *initial* sequence number), even
+            // if we sent data since: the initiator derives its ack_nr from
+            // it, so data it dropped while waiting is not skipped.
+            match self.syn_ack {
+                Some((syn_seq, _)) if h.seq_nr == syn_seq && self.ack_nr == syn_seq => {
+                    self.resend_syn_ack = true;
+                }
+                _ => self.stats.invalid += 1,
             }
             return;
         }
@@ -790,14 +815,6 @@ impl Connection {
             self.process_data(now, pkt);
         }
         self.check_closed(now);
-    }
-
-    /// The sequence number of the SYN we acked when accepting (our first
-    /// `ack_nr`). Only meaningful for accepted connections.
-    fn ack_nr_at_syn(&self) -> u16 {
-        // Before any data arrives ack_nr is the SYN's seq; after that, a
-        // SYN retransmission is old news and harmless to ack again.
-        self.ack_nr
     }
 
     fn process_ack(&mut self, now: Instant, pkt: &Packet<'_>, base: u16) {
@@ -903,6 +920,7 @@ impl Connection {
         }
         if progress {
             self.timeouts = 0;
+            self.stalled_timeouts = 0;
             self.dup_acks = 0;
             self.rto = self.computed_rto();
             self.rto_deadline = if self.cur_window > 0 {
@@ -1122,11 +1140,20 @@ impl Connection {
             } else {
                 self.timeouts += 1;
             }
+            // A peer that answers but never acks our data (outside a zero
+            // receive window, where waiting is right) is given up on too,
+            // after four times as many timeouts.
+            if self.peer_wnd >= MAX_PAYLOAD {
+                self.stalled_timeouts += 1;
+            }
             let limit = if connecting {
                 self.config.syn_retransmissions
             } else {
                 self.config.max_retransmissions
             };
+            if self.stalled_timeouts > 4 * limit {
+                self.timeouts = self.timeouts.max(limit + 1);
+            }
             if self.timeouts > limit {
                 self.fail(ConnectionError::TimedOut {
                     remote: self.remote,
@@ -1197,6 +1224,15 @@ impl Connection {
                 return None;
             }
             _ => {}
+        }
+        if self.resend_syn_ack {
+            self.resend_syn_ack = false;
+            if let Some((syn_seq, isn)) = self.syn_ack {
+                let mut h = self.header(PacketType::State, isn, now);
+                h.ack_nr = syn_seq;
+                let n = h.encode(None, &[], buf);
+                return self.sent(n, now);
+            }
         }
         let window = (self.max_window as usize).min(self.peer_wnd);
         // Retransmissions first.
@@ -1328,5 +1364,282 @@ impl Connection {
         self.last_wnd_advertised = self.recv_window();
         self.stats.packets_sent += 1;
         Some(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Two {
+        a: Connection,
+        b: Connection,
+        now: Instant,
+        buf: Vec<u8>,
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Collects every datagram `c` wants to send now.
+    fn out(c: &mut Connection, now: Instant, buf: &mut [u8]) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        while let Some(n) = c.poll_transmit(now, buf) {
+            v.push(buf[..n].to_vec());
+        }
+        v
+    }
+
+    fn feed(c: &mut Connection, now: Instant, pkts: &[Vec<u8>]) {
+        for p in pkts {
+            c.handle_packet(now, &Packet::decode(p).unwrap());
+        }
+    }
+
+    /// A connected pair whose sequence numbers start just below the wrap.
+    fn pair() -> Two {
+        let now = Instant::now();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut a =
+            Connection::connect(Config::default(), now, now, addr("192.0.2.2:2"), 100, 65530);
+        let syn = out(&mut a, now, &mut buf);
+        assert_eq!(syn.len(), 1);
+        let p = Packet::decode(&syn[0]).unwrap();
+        assert_eq!(p.header.packet_type, PacketType::Syn);
+        assert_eq!(p.header.connection_id, 100);
+        assert_eq!(p.header.seq_nr, 65530);
+        let t = now + Duration::from_millis(1);
+        let mut b = Connection::accept(Config::default(), t, now, addr("192.0.2.1:1"), &p, 65000);
+        assert_eq!((b.recv_id(), b.send_id()), (101, 100));
+        assert_eq!((a.recv_id(), a.send_id()), (100, 101));
+        let st = out(&mut b, t, &mut buf);
+        let h = Packet::decode(&st[0]).unwrap().header;
+        assert_eq!(h.packet_type, PacketType::State);
+        assert_eq!((h.connection_id, h.seq_nr, h.ack_nr), (100, 65000, 65530));
+        assert_ne!(h.timestamp_difference, 0, "measured one-way delay echoed");
+        let t = t + Duration::from_millis(1);
+        feed(&mut a, t, &st);
+        assert!(a.is_established() && b.is_established());
+        Two { a, b, now: t, buf }
+    }
+
+    #[test]
+    fn responder_data_right_after_handshake_is_in_order() {
+        // libutp: the SYN-ACK carries the responder's next seq_nr, so the
+        // initiator's ack_nr becomes seq_nr - 1 and the first data packet
+        // (with that seq_nr) is in order.
+        let mut t = pair();
+        assert_eq!(t.b.write(b"first"), 5);
+        let d = out(&mut t.b, t.now, &mut t.buf);
+        assert_eq!(Packet::decode(&d[0]).unwrap().header.seq_nr, 65000);
+        feed(&mut t.a, t.now, &d);
+        let mut r = [0u8; 16];
+        assert_eq!(t.a.read(&mut r), Some(5));
+        assert_eq!(&r[..5], b"first");
+    }
+
+    #[test]
+    fn lost_syn_ack_with_responder_data_already_sent() {
+        // The SYN-ACK is lost and B sends data at once; A drops that data
+        // (it has no ack_nr yet), retransmits its SYN, and must get the
+        // original SYN-ACK back so the data is not skipped.
+        let now = Instant::now();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut a = Connection::connect(Config::default(), now, now, addr("192.0.2.2:2"), 7, 1);
+        let syn = out(&mut a, now, &mut buf);
+        let p = Packet::decode(&syn[0]).unwrap();
+        let mut b = Connection::accept(Config::default(), now, now, addr("192.0.2.1:1"), &p, 500);
+        let _lost_syn_ack = out(&mut b, now, &mut buf);
+        b.write(b"early");
+        let data = out(&mut b, now, &mut buf);
+        assert_eq!(Packet::decode(&data[0]).unwrap().header.seq_nr, 500);
+        feed(&mut a, now, &data);
+        assert!(!a.is_established());
+        let t = a.poll_timeout().unwrap();
+        a.handle_timeout(t);
+        let syn2 = out(&mut a, t, &mut buf);
+        feed(&mut b, t, &syn2);
+        let reply = out(&mut b, t, &mut buf);
+        let h = Packet::decode(&reply[0]).unwrap().header;
+        assert_eq!(
+            (h.packet_type, h.seq_nr, h.ack_nr),
+            (PacketType::State, 500, 1)
+        );
+        feed(&mut a, t, &reply);
+        assert!(a.is_established());
+        // B's data comes again after its timeout and is read in order.
+        let t2 = b.poll_timeout().unwrap();
+        b.handle_timeout(t2);
+        let again = out(&mut b, t2, &mut buf);
+        feed(&mut a, t2, &again);
+        let mut r = [0u8; 8];
+        assert_eq!(a.read(&mut r), Some(5));
+        assert_eq!(&r[..5], b"early");
+    }
+
+    #[test]
+    fn fin_eof_waits_for_missing_data_and_sack_reports_holes() {
+        let mut t = pair();
+        // Three packets across the sequence wrap, then FIN.
+        let chunk = vec![7u8; MAX_PAYLOAD];
+        for _ in 0..3 {
+            t.a.write(&chunk);
+        }
+        t.a.close();
+        t.a.max_window = 10.0 * MIN_WINDOW;
+        let pkts = out(&mut t.a, t.now, &mut t.buf);
+        let seqs: Vec<u16> = pkts
+            .iter()
+            .map(|p| Packet::decode(p).unwrap().header.seq_nr)
+            .collect();
+        assert_eq!(seqs, vec![65531, 65532, 65533, 65534]);
+        // Deliver 3rd data and FIN first: no EOF, SACK names them.
+        feed(&mut t.b, t.now, &[pkts[2].clone(), pkts[3].clone()]);
+        let mut r = vec![0u8; 8192];
+        assert_eq!(t.b.read(&mut r), None);
+        let ack = out(&mut t.b, t.now, &mut t.buf);
+        let p = Packet::decode(&ack[0]).unwrap();
+        assert_eq!(p.header.ack_nr, 65530);
+        // bit 0 is ack_nr + 2 = 65532 (missing), bit 1 = 65533, bit 2 = FIN.
+        assert_eq!(p.sack, Some(&[0b110u8, 0, 0, 0][..]));
+        feed(&mut t.b, t.now, &[pkts[0].clone(), pkts[1].clone()]);
+        let mut total = 0;
+        while let Some(n) = t.b.read(&mut r) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert_eq!(total, 3 * MAX_PAYLOAD);
+        assert!(t.b.is_eof());
+        // B closes too; after both FINs are acked both are Closed.
+        t.b.close();
+        let b_out = out(&mut t.b, t.now, &mut t.buf);
+        feed(&mut t.a, t.now, &b_out);
+        let a_out = out(&mut t.a, t.now, &mut t.buf);
+        feed(&mut t.b, t.now, &a_out);
+        assert_eq!(t.a.state(), State::Closed);
+        assert_eq!(t.b.state(), State::Closed);
+    }
+
+    #[test]
+    fn rto_has_a_floor_backs_off_and_gives_up() {
+        let mut t = pair();
+        // A 2 ms RTT sample still gives the 500 ms floor.
+        assert_eq!(t.a.rto(), Duration::from_millis(500));
+        t.a.write(b"lost forever");
+        let mut now = t.now;
+        assert_eq!(out(&mut t.a, now, &mut t.buf).len(), 1);
+        let mut rtos = Vec::new();
+        while t.a.error().is_none() {
+            now = t.a.poll_timeout().unwrap().max(now);
+            t.a.handle_timeout(now);
+            rtos.push(t.a.rto());
+            let _ = out(&mut t.a, now, &mut t.buf);
+            assert!(rtos.len() < 100);
+        }
+        assert_eq!(rtos[0], Duration::from_secs(1));
+        assert_eq!(rtos[1], Duration::from_secs(2));
+        assert!(rtos.iter().all(|r| *r <= Config::default().max_rto));
+        let e = t.a.error().unwrap().to_string();
+        assert_eq!(
+            e,
+            "uTP connection to 192.0.2.2:2 timed out after 8 retransmissions"
+        );
+        assert_eq!(t.a.state(), State::Failed);
+        assert_eq!(t.a.read(&mut [0u8; 4]), Some(0));
+    }
+
+    #[test]
+    fn fast_retransmit_on_three_duplicate_acks() {
+        let mut t = pair();
+        t.a.write(&vec![1u8; 5 * MAX_PAYLOAD]);
+        // Let the window open.
+        t.a.max_window = 10.0 * MIN_WINDOW;
+        let pkts = out(&mut t.a, t.now, &mut t.buf);
+        assert_eq!(pkts.len(), 5);
+        // Packet 0 is lost; B acks the others without SACK (as a stack
+        // without the extension would): three duplicate acks.
+        let mut dups = Vec::new();
+        for p in &pkts[1..4] {
+            feed(&mut t.b, t.now, std::slice::from_ref(p));
+            let mut a = out(&mut t.b, t.now, &mut t.buf);
+            // Strip the SACK extension to test the duplicate-ack path.
+            for d in &mut a {
+                let h = Packet::decode(d).unwrap().header;
+                let mut plain = vec![0u8; HEADER_LEN];
+                h.encode(None, &[], &mut plain);
+                *d = plain;
+            }
+            dups.extend(a);
+        }
+        feed(&mut t.a, t.now, &dups);
+        let re = out(&mut t.a, t.now, &mut t.buf);
+        assert_eq!(
+            Packet::decode(&re[0]).unwrap().header.seq_nr,
+            Packet::decode(&pkts[0]).unwrap().header.seq_nr
+        );
+        assert_eq!(t.a.stats().fast_retransmits, 1);
+    }
+
+    #[test]
+    fn peer_that_answers_but_never_acks_is_given_up_on() {
+        let mut t = pair();
+        t.a.write(b"never acked");
+        let mut now = t.now;
+        let _ = out(&mut t.a, now, &mut t.buf);
+        let mut rounds = 0;
+        while t.a.error().is_none() {
+            // B keeps talking (keep-alive STATEs acking nothing new).
+            let ka = {
+                t.b.ack_pending = true;
+                out(&mut t.b, now, &mut t.buf)
+            };
+            feed(&mut t.a, now, &ka);
+            now = t.a.poll_timeout().unwrap().max(now);
+            t.a.handle_timeout(now);
+            let _ = out(&mut t.a, now, &mut t.buf);
+            rounds += 1;
+            assert!(rounds < 1000);
+        }
+        assert!(t.a.error().unwrap().to_string().contains("timed out"));
+        assert!(rounds > Config::default().max_retransmissions as usize);
+    }
+
+    #[test]
+    fn idle_connection_sends_keepalive() {
+        let mut t = pair();
+        let _ = out(&mut t.a, t.now, &mut t.buf);
+        let due = t.a.poll_timeout().unwrap();
+        // A last sent its SYN 2 ms before `now`.
+        assert_eq!(
+            due - t.now + Duration::from_millis(2),
+            Config::default().keepalive
+        );
+        t.a.handle_timeout(due - Duration::from_millis(1));
+        assert!(out(&mut t.a, due, &mut t.buf).is_empty(), "not yet");
+        t.a.handle_timeout(due);
+        let ka = out(&mut t.a, due, &mut t.buf);
+        assert_eq!(ka.len(), 1);
+        assert_eq!(
+            Packet::decode(&ka[0]).unwrap().header.packet_type,
+            PacketType::State
+        );
+    }
+
+    #[test]
+    fn reset_from_peer_is_an_error() {
+        let mut t = pair();
+        t.b.abort();
+        let r = out(&mut t.b, t.now, &mut t.buf);
+        assert_eq!(
+            Packet::decode(&r[0]).unwrap().header.packet_type,
+            PacketType::Reset
+        );
+        feed(&mut t.a, t.now, &r);
+        let e: io::Error = t.a.error().unwrap().clone().into();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+        assert_eq!(e.to_string(), "uTP connection to 192.0.2.2:2 reset by peer");
     }
 }

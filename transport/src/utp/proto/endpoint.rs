@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -42,6 +42,10 @@ pub struct EndpointConfig {
     pub max_pending_resets: usize,
     /// Seed of the RNG for connection ids and initial sequence numbers.
     pub seed: u64,
+    /// How long a released connection whose data and FIN were all acked
+    /// waits for the peer's FIN before it is reset and forgotten (TCP's
+    /// FIN-WAIT-2 timeout).
+    pub fin_wait: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -52,6 +56,7 @@ impl Default for EndpointConfig {
             max_connections: 16384,
             max_pending_resets: 256,
             seed: 0x5eed,
+            fin_wait: Duration::from_secs(60),
         }
     }
 }
@@ -120,6 +125,7 @@ pub struct EndpointStats {
 struct Entry {
     conn: Connection,
     released: bool,
+    released_at: Option<Instant>,
     scheduled: Option<Instant>,
 }
 
@@ -239,6 +245,7 @@ impl Endpoint {
             Entry {
                 conn,
                 released: false,
+                released_at: None,
                 scheduled: None,
             },
         );
@@ -285,6 +292,8 @@ impl Endpoint {
     /// with `initiator == true` (by convention the one with the lower
     /// public key) sends the SYN with the id [`rendezvous_id`]`(nonce)`; the
     /// other waits for exactly that SYN from `remote` and for no other.
+    /// The initiator ignores RESETs before the handshake (the peer may not
+    /// have started yet) and gives up after its SYN retries.
     pub fn rendezvous(
         &mut self,
         now: Instant,
@@ -298,17 +307,16 @@ impl Endpoint {
         let id = rendezvous_id(nonce);
         let isn = self.rng.random();
         let (conn, key) = if initiator {
-            (
-                Connection::connect(
-                    self.config.connection.clone(),
-                    now,
-                    self.epoch,
-                    remote,
-                    id,
-                    isn,
-                ),
-                (remote, id),
-            )
+            let mut c = Connection::connect(
+                self.config.connection.clone(),
+                now,
+                self.epoch,
+                remote,
+                id,
+                isn,
+            );
+            c.rendezvous = true;
+            (c, (remote, id))
         } else {
             (
                 Connection::await_syn(
@@ -351,8 +359,15 @@ impl Endpoint {
     /// (FIN after queued data) and is forgotten once closed and lingered,
     /// or failed.
     pub fn release(&mut self, h: ConnectionHandle) {
+        self.release_at(h, None);
+    }
+
+    /// Like [`Endpoint::release`], starting the FIN-wait bound
+    /// ([`EndpointConfig::fin_wait`]) at `now`.
+    pub fn release_at(&mut self, h: ConnectionHandle, now: Option<Instant>) {
         if let Some(e) = self.conns.get_mut(&h) {
             e.released = true;
+            e.released_at = e.released_at.or(now);
             e.conn.close();
             self.mark_dirty(h);
         }
@@ -370,11 +385,27 @@ impl Endpoint {
         let Some(e) = self.conns.get_mut(&h) else {
             return;
         };
+        if e.released && e.released_at.is_none() {
+            e.released_at = Some(now);
+        }
         if e.released && e.conn.is_drained(now) {
             self.remove(h);
             return;
         }
-        let t = e.conn.poll_timeout();
+        let fin_wait_end = e.released_at.map(|t| t + self.config.fin_wait);
+        if fin_wait_end.is_some_and(|t| now >= t)
+            && e.conn.is_done_sending()
+            && matches!(e.conn.state(), State::Connected)
+        {
+            // The peer never closed its half: give up on it.
+            e.conn.abort();
+            self.mark_dirty(h);
+            return;
+        }
+        let t = match (e.conn.poll_timeout(), fin_wait_end) {
+            (Some(a), Some(b)) if e.conn.is_done_sending() => Some(a.min(b)),
+            (a, _) => a,
+        };
         if let Some(t) = t
             && e.scheduled.is_none_or(|s| t < s)
         {
@@ -481,6 +512,14 @@ impl Endpoint {
             }
             e.scheduled = None;
             e.conn.handle_timeout(now);
+            if e.released
+                && e.conn.is_done_sending()
+                && e.conn.state() == State::Connected
+                && e.released_at
+                    .is_some_and(|r| now >= r + self.config.fin_wait)
+            {
+                e.conn.abort();
+            }
             self.touched.push(h);
             // Rescheduled by poll_transmit once its output is drained (a
             // keep-alive deadline only moves when the packet is sent).
