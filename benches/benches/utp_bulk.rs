@@ -7,8 +7,9 @@
 //! transfer size (default 64), `UTP_BULK_ROUNDS` the number of alternating
 //! rounds (default 3; the best round of each contender counts).
 //!
-//! Not measured yet: encrypted uTP (the Noise layer goes on top of the raw
-//! stream in the transport crate later), and `utp-rs`.
+//! Encrypted uTP is the transport crate's `aio::Stream` over `utp://`
+//! endpoints: the same Noise `IK` handshake and ChaCha20-Poly1305 records as
+//! over TCP, carried by our uTP.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,6 +84,43 @@ async fn ours_bulk(len: usize) -> Duration {
             c.rtt()
         );
     }
+    srv.await.unwrap();
+    d
+}
+
+async fn encrypted_bulk(scheme: &str, len: usize) -> Duration {
+    use transport::{Identity, aio};
+    let l = aio::Listener::bind(&Identity::generate(), format!("{scheme}://127.0.0.1:0"))
+        .await
+        .unwrap();
+    let ep = l.endpoints()[0];
+    let srv = tokio::spawn(async move {
+        let mut s = l.accept().await.unwrap();
+        sink(&mut s, len).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    let mut c = aio::Stream::direct_connect(&Identity::generate(), ep, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let d = timed_send(&mut c, len).await;
+    srv.await.unwrap();
+    d
+}
+
+async fn encrypted_rtt(scheme: &str, n: usize) -> Duration {
+    use transport::{Identity, aio};
+    let l = aio::Listener::bind(&Identity::generate(), format!("{scheme}://127.0.0.1:0"))
+        .await
+        .unwrap();
+    let ep = l.endpoints()[0];
+    let srv = tokio::spawn(async move {
+        let mut s = l.accept().await.unwrap();
+        echo(&mut s, n).await;
+    });
+    let mut c = aio::Stream::direct_connect(&Identity::generate(), ep, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let d = ping_pong(&mut c, n).await;
     srv.await.unwrap();
     d
 }
@@ -241,11 +279,13 @@ fn main() {
         let mut ours = Duration::MAX;
         let mut theirs = Duration::MAX;
         let mut tcp = Duration::MAX;
+        let mut enc = Duration::MAX;
         // Alternate contenders so load changes hit all of them alike.
         for _ in 0..rounds {
             ours = ours.min(ours_bulk(len).await);
             theirs = theirs.min(librqbit_bulk(len).await);
             tcp = tcp.min(tcp_bulk(len).await);
+            enc = enc.min(encrypted_bulk("utp", len).await);
         }
         // utp-rs: a smaller transfer with a time limit (alpha quality).
         let rs_len = len.min(16 << 20);
@@ -284,6 +324,15 @@ fn main() {
             "ratio utp_bulk_raw/tcp_bulk_raw: {:.3}",
             mbps(ours) / mbps(tcp)
         );
+        println!("utp_bulk_encrypted: {:.1} MB/s", mbps(enc));
+        println!(
+            "ratio utp_bulk_encrypted/fastest_third_party_plaintext ({best_name}): {:.2} (target >= 1.0)",
+            mbps(enc) / best_mbps
+        );
+        println!(
+            "ratio utp_bulk_encrypted/tcp_bulk_raw: {:.3} (stretch target >= 0.25)",
+            mbps(enc) / mbps(tcp)
+        );
 
         let n = 5000;
         let u = best(rounds, || ours_rtt(n)).await;
@@ -294,6 +343,14 @@ fn main() {
         println!(
             "ratio utp_roundtrips/tcp_roundtrips: {:.3}",
             rps(u) / rps(t)
+        );
+        let eu = best(rounds, || encrypted_rtt("utp", n)).await;
+        let et = best(rounds, || encrypted_rtt("tcp", n)).await;
+        println!("utp_roundtrips_64b_encrypted: {:.0} 1/s", rps(eu));
+        println!("tcp_roundtrips_64b_encrypted: {:.0} 1/s", rps(et));
+        println!(
+            "ratio utp_roundtrips_encrypted/tcp_roundtrips_encrypted: {:.3}",
+            rps(eu) / rps(et)
         );
     });
 }

@@ -487,7 +487,19 @@ impl Listener {
     pub async fn accept(&self) -> Result<Stream> {
         loop {
             let inc = self.accept_incoming().await?;
-            match Stream::new(inc.io, inc.session) {
+            // The accept task runs on the shared runtime; move a TCP socket
+            // to the caller's runtime so its I/O is not woken across runtimes.
+            let io = match inc.io {
+                Carrier::Tcp(s) => match s.into_std().and_then(TcpStream::from_std) {
+                    Ok(s) => Carrier::Tcp(s),
+                    Err(e) => {
+                        log::debug!("dropping a connection that failed to move runtimes: {e}");
+                        continue;
+                    }
+                },
+                utp => utp,
+            };
+            match Stream::new(io, inc.session) {
                 Ok(s) => return Ok(s),
                 // The peer left between handshake and accept: take the next.
                 Err(e) => log::debug!("dropping a connection that closed before accept: {e}"),
