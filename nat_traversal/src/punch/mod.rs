@@ -171,6 +171,28 @@ pub fn decode_probe(bytes: &[u8]) -> Option<([u8; SECRET_LEN], [u8; SECRET_LEN],
     Some((s, r, ack))
 }
 
+/// Why nothing came through between NATs `a` and `b` (when no wrong
+/// secret was seen): both endpoint-dependent; one endpoint-dependent against
+/// restricted filtering (an endpoint-independent mapping whose filtering was
+/// not measured counts as restricted, as home routers filter); else no
+/// response.
+pub fn classify_failure(a: NatBehaviour, b: NatBehaviour) -> PunchFailureKind {
+    let edm = |n: NatBehaviour| n.mapping == Mapping::EndpointDependent;
+    let restricted = |n: NatBehaviour| {
+        matches!(
+            n.filtering,
+            Filtering::AddressAndPortDependent | Filtering::AddressDependent
+        ) || (n.mapping == Mapping::EndpointIndependent && n.filtering == Filtering::Unknown)
+    };
+    if edm(a) && edm(b) {
+        PunchFailureKind::EndpointDependentBothSides
+    } else if (edm(a) && restricted(b)) || (edm(b) && restricted(a)) {
+        PunchFailureKind::EndpointDependentVsRestrictedFiltering
+    } else {
+        PunchFailureKind::NoResponse
+    }
+}
+
 /// The most addresses we probe (the peer's list plus re-targets).
 const MAX_TARGETS: usize = 24;
 
@@ -310,21 +332,10 @@ impl PunchCore {
 
     fn failure(&self, now: Instant) -> PunchFailure {
         let (a, b) = (self.ours.nat, self.theirs.nat);
-        let edm = |n: NatBehaviour| n.mapping == Mapping::EndpointDependent;
-        let restricted = |n: NatBehaviour| {
-            matches!(
-                n.filtering,
-                Filtering::AddressAndPortDependent | Filtering::AddressDependent
-            ) || (n.mapping == Mapping::EndpointIndependent && n.filtering == Filtering::Unknown)
-        };
         let kind = if self.wrong_secret && self.peer.is_none() {
             PunchFailureKind::WrongSecret
-        } else if edm(a) && edm(b) {
-            PunchFailureKind::EndpointDependentBothSides
-        } else if (edm(a) && restricted(b)) || (edm(b) && restricted(a)) {
-            PunchFailureKind::EndpointDependentVsRestrictedFiltering
         } else {
-            PunchFailureKind::NoResponse
+            classify_failure(a, b)
         };
         PunchFailure {
             kind,
