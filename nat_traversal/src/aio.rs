@@ -299,7 +299,12 @@ async fn serve_udp(
             .iter()
             .find(|s| s.local_addr().ok() == Some(origin))
             .unwrap_or(&socks[i]);
-        if let Err(e) = out.send_to(&resp, from).await {
+        let to = if pair.is_some() {
+            crate::stun::reply_to(&buf[..n], from)
+        } else {
+            from
+        };
+        if let Err(e) = out.send_to(&resp, to).await {
             log::debug!("STUN server: cannot answer {from}: {e}");
         }
     }

@@ -338,13 +338,20 @@ pub(crate) mod aio {
         let mut stun = Vec::new();
         let mut seen = Vec::new();
         let mut other = None;
+        let mut filtering = unknown_filtering();
         for s in &servers {
             match stun_binding(socket, *s, None, &opts.stun).await {
                 Ok(r) => {
                     stun.push((*s, Ok(r.mapped)));
                     seen.push((*s, r.mapped));
-                    if other.is_none() {
-                        other = r.other_address.map(|o| (*s, o));
+                    if other.is_none()
+                        && let Some(o) = r.other_address
+                    {
+                        other = Some((*s, o));
+                        // RFC 5780 filtering tests first, before this socket
+                        // talks to the alternate address (which would open
+                        // the NAT's filter to it and fake an open result).
+                        filtering = filtering_behaviour(socket, *s, &opts.filtering_test).await;
                     }
                 }
                 Err(e) => stun.push((*s, Err(e.to_string()))),
@@ -361,10 +368,6 @@ pub(crate) mod aio {
             }
         }
         let mapping = mapping_behaviour(&locals, &seen);
-        let filtering = match other {
-            Some((server, _)) => filtering_behaviour(socket, server, &opts.filtering_test).await,
-            None => unknown_filtering(),
-        };
         let nat = NatBehaviour { mapping, filtering };
         let mut endpoints: Vec<MappedSocketAddr> = locals
             .iter()

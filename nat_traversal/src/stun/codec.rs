@@ -15,9 +15,9 @@ pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 pub const BINDING: u16 = 0x0001;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 20;
-/// The largest message the decoder accepts (a UDP datagram that fits a
-/// typical path MTU; RFC 8489 §6.1).
-pub const MAX_MESSAGE_LEN: usize = 1280;
+/// The largest message the decoder accepts: room for RFC 5780 PADDING tests
+/// (coturn's client sends 1532-byte requests) and no more.
+pub const MAX_MESSAGE_LEN: usize = 2048;
 /// The most attributes the decoder reads from one message.
 pub const MAX_ATTRIBUTES: usize = 32;
 
@@ -25,6 +25,7 @@ const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
 const ATTR_CHANGE_REQUEST: u16 = 0x0003;
 const ATTR_ERROR_CODE: u16 = 0x0009;
 const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
+const ATTR_RESPONSE_PORT: u16 = 0x0027;
 const ATTR_SOFTWARE: u16 = 0x8022;
 const ATTR_FINGERPRINT: u16 = 0x8028;
 const ATTR_RESPONSE_ORIGIN: u16 = 0x802B;
@@ -62,6 +63,8 @@ pub struct Message {
     pub mapped_address: Option<SocketAddr>,
     /// CHANGE-REQUEST (change IP, change port).
     pub change_request: Option<(bool, bool)>,
+    /// RESPONSE-PORT (RFC 5780): where the client wants the answer.
+    pub response_port: Option<u16>,
     /// RESPONSE-ORIGIN.
     pub response_origin: Option<SocketAddr>,
     /// OTHER-ADDRESS.
@@ -176,6 +179,13 @@ impl Message {
             let v: u32 = (if ip { 4 } else { 0 }) | (if port { 2 } else { 0 });
             put_attr(&mut out, ATTR_CHANGE_REQUEST, &v.to_be_bytes());
         }
+        if let Some(p) = self.response_port {
+            put_attr(
+                &mut out,
+                ATTR_RESPONSE_PORT,
+                &[(p >> 8) as u8, p as u8, 0, 0],
+            );
+        }
         if let Some(a) = self.response_origin {
             put_attr(&mut out, ATTR_RESPONSE_ORIGIN, &addr_value(a, None));
         }
@@ -267,6 +277,12 @@ impl Message {
                         return Err(bad());
                     }
                     m.change_request = Some((v[3] & 4 != 0, v[3] & 2 != 0));
+                }
+                ATTR_RESPONSE_PORT => {
+                    if v.len() != 4 {
+                        return Err(bad());
+                    }
+                    m.response_port = Some(u16::from_be_bytes([v[0], v[1]]));
                 }
                 ATTR_ERROR_CODE => {
                     if v.len() < 4 {
@@ -431,6 +447,7 @@ mod tests {
             xor_mapped_address: Some("[2001:db8::1]:4000".parse().unwrap()),
             mapped_address: Some("203.0.113.9:1".parse().unwrap()),
             change_request: Some((true, false)),
+            response_port: Some(40000),
             response_origin: Some("203.0.113.1:3478".parse().unwrap()),
             other_address: Some("203.0.113.2:3479".parse().unwrap()),
             error_code: Some((420, "Unknown".into())),

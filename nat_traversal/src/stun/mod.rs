@@ -285,6 +285,16 @@ impl AddressPair {
     }
 }
 
+/// Where a server with an RFC 5780 address pair sends the answer to
+/// `request` from `from`: to the RESPONSE-PORT if the request carries one
+/// (RFC 5780 §7.5), else back to `from`.
+pub fn reply_to(request: &[u8], from: SocketAddr) -> SocketAddr {
+    match Message::decode(request).ok().and_then(|m| m.response_port) {
+        Some(p) if p != 0 => SocketAddr::new(from.ip(), p),
+        _ => from,
+    }
+}
+
 /// The stateless Binding responder of a STUN server.
 ///
 /// `local` is the address the request arrived on; `pair` is the server's
