@@ -63,12 +63,37 @@ impl IgdMapping {
     pub fn external(&self) -> SocketAddr {
         self.external
     }
+
+    /// Removes the mapping now and says whether the gateway agreed (drop
+    /// does the same but can only log).
+    pub fn remove(mut self) -> io::Result<()> {
+        if let Some(t) = self.renew.take() {
+            t.abort();
+        }
+        let gw = self.gw.clone();
+        let (proto, port) = (self.proto, self.external.port());
+        // Disarm the drop's own removal.
+        self.external.set_port(0);
+        crust_runtime::block_on(async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, gw.gw.remove_port(proto, port)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(io::Error::other(format!("DeletePortMapping: {e}"))),
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "DeletePortMapping: no answer",
+                )),
+            }
+        })?
+    }
 }
 
 impl Drop for IgdMapping {
     fn drop(&mut self) {
         if let Some(t) = self.renew.take() {
             t.abort();
+        }
+        if self.external.port() == 0 {
+            return; // removed already
         }
         let gw = self.gw.clone();
         let (proto, port) = (self.proto, self.external.port());

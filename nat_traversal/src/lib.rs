@@ -135,6 +135,8 @@ pub struct MappedUdpSocket {
     pub igd: Option<IgdMapping>,
     /// What happened with the UPnP gateway.
     pub igd_outcome: IgdOutcome,
+    /// Each STUN server's answer: the address it saw, or why not.
+    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr, String>)>,
 }
 
 impl MappedUdpSocket {
@@ -165,6 +167,7 @@ impl MappedUdpSocket {
                 nat: r.nat,
                 igd: r.igd_mapping,
                 igd_outcome: r.igd,
+                stun_seen: r.stun,
             })
         })?
     }
@@ -184,6 +187,8 @@ pub struct MappedTcpSocket {
     pub igd: Option<IgdMapping>,
     /// What happened with the UPnP gateway.
     pub igd_outcome: IgdOutcome,
+    /// Each STUN server's answer (over TCP): the address it saw, or why not.
+    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr, String>)>,
 }
 
 fn reusable_std_tcp(local: SocketAddr) -> io::Result<socket2::Socket> {
@@ -224,6 +229,7 @@ impl MappedTcpSocket {
             nat: r.nat,
             igd: r.igd_mapping,
             igd_outcome: r.igd,
+            stun_seen: r.stun,
         })
     }
 }

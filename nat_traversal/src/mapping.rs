@@ -220,7 +220,12 @@ impl fmt::Display for IgdOutcome {
                  address STUN saw ({stun_external}); its mapping is not offered"
             ),
             IgdOutcome::Refused { reason } => {
-                write!(f, "the UPnP gateway refuses every port mapping ({reason})")
+                write!(
+                    f,
+                    "the UPnP gateway refuses every port mapping ({reason}): a sign of a \
+                     second, restrictive NAT beyond it (miniupnpd then turns port forwarding \
+                     off) or of forwarding disabled on it; no UPnP address is offered"
+                )
             }
             IgdOutcome::Failed { reason } => write!(f, "the UPnP gateway failed: {reason}"),
         }
