@@ -5,6 +5,7 @@
 #
 #   sudo scripts/lab-repeat.sh [RUNS=20] [TEST-BINARY...]
 #
+# FILTER=name runs only the scenarios whose name contains it.
 # Each run executes the whole test binary (scenarios in parallel, as CI does
 # with --test-threads). Needs root and the lab packages (see .ci/run).
 set -uo pipefail
@@ -20,7 +21,7 @@ cargo test -q -p nat_traversal "${bins[@]/#/--test=}" --no-run 2>/dev/null || \
     cargo test -p nat_traversal $(printf -- '--test %s ' "${bins[@]}") --no-run
 for i in $(seq 1 "$runs"); do
     for b in "${bins[@]}"; do
-        cargo test -p nat_traversal --test "$b" -- --ignored --test-threads=4 --nocapture \
+        cargo test -p nat_traversal --test "$b" -- --ignored --test-threads=4 --nocapture ${FILTER:-} \
             >"$out/$b.$i.log" 2>&1 || true
     done
     printf 'run %d/%d done\n' "$i" "$runs" >&2

@@ -343,8 +343,12 @@ async fn serve_tcp_client(mut stream: TcpStream, from: SocketAddr) -> io::Result
     }
 }
 
-/// Punches a hole from `socket` to the peer (see [`crate::punch`]). Datagrams
-/// that are not probes are dropped while punching.
+/// Punches a hole from `socket` to the peer (see [`crate::punch`]).
+///
+/// Probes are consumed. A datagram that is not a probe, from the peer once
+/// its probe arrived, means the peer finished and sent data: we finish too
+/// and leave that datagram in the socket for the caller. Other datagrams
+/// are dropped while punching.
 pub async fn punch_hole(
     socket: &UdpSocket,
     ours: &PrivRendezvousInfo,
@@ -372,11 +376,26 @@ pub async fn punch_hole(
             )));
         };
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
+            r = socket.peek_from(&mut buf) => match r {
                 Ok((n, from)) => {
-                    core.handle_datagram(&buf[..n], from, Instant::now());
+                    let now = Instant::now();
+                    if crate::punch::decode_probe(&buf[..n]).is_none()
+                        && core.handle_peer_data(from, now)
+                    {
+                        continue; // left in the socket for the caller
+                    }
+                    match socket.recv_from(&mut buf).await {
+                        Ok((n, from)) => {
+                            core.handle_datagram(&buf[..n], from, now);
+                        }
+                        Err(e) if ignorable(&e) => {}
+                        Err(e) => return Err(PunchError::Io(e)),
+                    }
                 }
-                Err(e) if ignorable(&e) => {}
+                Err(e) if ignorable(&e) => {
+                    // Clear the pending error by reading it.
+                    let _ = socket.try_recv_from(&mut buf);
+                }
                 Err(e) => return Err(PunchError::Io(e)),
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}

@@ -187,17 +187,24 @@ fn run(w: &[&str], st: &mut State) -> io::Result<String> {
             let _igd = m.igd;
             match PunchedUdpSocket::punch_hole_with(socket, p, theirs, &cfg) {
                 Ok(ps) => {
-                    // Data both ways: send a few, wait for the peer's.
-                    for _ in 0..5 {
-                        ps.socket.send_to(b"lab-data", ps.peer_addr)?;
-                    }
-                    ps.socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+                    // Data both ways: send every 100 ms until the peer's
+                    // data arrived, then a few more for it.
+                    ps.socket
+                        .set_read_timeout(Some(Duration::from_millis(100)))?;
                     let mut buf = [0u8; 1500];
                     let mut data = "none";
-                    while let Ok((n, from)) = ps.socket.recv_from(&mut buf) {
-                        if from == ps.peer_addr && &buf[..n] == b"lab-data" {
+                    let mut extra = 0;
+                    let until = std::time::Instant::now() + Duration::from_secs(4);
+                    while std::time::Instant::now() < until && extra < 5 {
+                        ps.socket.send_to(b"lab-data", ps.peer_addr)?;
+                        if data == "ok" {
+                            extra += 1;
+                        }
+                        if let Ok((n, from)) = ps.socket.recv_from(&mut buf)
+                            && from == ps.peer_addr
+                            && &buf[..n] == b"lab-data"
+                        {
                             data = "ok";
-                            break;
                         }
                     }
                     Ok(format!(

@@ -317,6 +317,24 @@ impl PunchCore {
         true
     }
 
+    /// A datagram that is not a probe came from `from`. If `from` is the
+    /// peer we already heard a right-secret probe from, the peer has
+    /// finished punching and sends its data: we are done too (the caller
+    /// leaves that datagram for the user). Returns whether it was the peer.
+    pub fn handle_peer_data(&mut self, from: SocketAddr, now: Instant) -> bool {
+        if self.outcome.is_some() || self.peer != Some(from) {
+            return false;
+        }
+        self.got_ack = true;
+        self.outcome = Some(Ok(Punched {
+            peer_addr: from,
+            elapsed: now - self.start,
+            probes_sent: self.probes_sent,
+        }));
+        self.queue.clear();
+        true
+    }
+
     fn check_done(&mut self, now: Instant) {
         let Some(peer) = self.peer else { return };
         let acked = self.got_ack && self.acks_sent > 0;

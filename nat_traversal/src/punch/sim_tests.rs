@@ -359,3 +359,21 @@ fn probe_codec_rejects_junk() {
     bad[5] = 2;
     assert!(decode_probe(&bad).is_none());
 }
+
+#[test]
+fn peer_data_after_its_probe_ends_the_punch_but_foreign_data_does_not() {
+    let now = Instant::now();
+    let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+    let (p, q_ours) = gen_rendezvous_info_with(vec![], NatBehaviour::default());
+    let (pp, q) = gen_rendezvous_info_with(vec![peer], NatBehaviour::default());
+    let mut c = PunchCore::new(p, q, PunchConfig::default(), now);
+    // Data before any probe from the peer proves nothing.
+    assert!(!c.handle_peer_data(peer, now));
+    let probe = encode_probe(&pp.secret, &q_ours.secret, false);
+    assert!(c.handle_datagram(&probe, peer, now));
+    assert!(c.outcome().is_none());
+    let other: SocketAddr = "203.0.113.10:4000".parse().unwrap();
+    assert!(!c.handle_peer_data(other, now));
+    assert!(c.handle_peer_data(peer, now));
+    assert_eq!(c.outcome().unwrap().as_ref().unwrap().peer_addr, peer);
+}
