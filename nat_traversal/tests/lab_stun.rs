@@ -188,3 +188,59 @@ fn lab_upnp_mapping_is_made_and_removed() {
         "mapping left after drop: {rules}"
     );
 }
+
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_upnp_port_conflict_gets_another_port() {
+    let w = world("upnp_conflict");
+    let site = w.lab.site("a", EasyUpnp, Default::default()).unwrap();
+    let lan = site.lan.clone().unwrap();
+    let second = w.lab.host("a2").unwrap();
+    w.lab.attach(&second, &lan, "eth0").unwrap();
+    second.route_default(lan.subnet().nth(1)).unwrap();
+    let mut a = agent(&site.host);
+    let mut b = agent(&second);
+    let ra = cmd(&mut a, &format!("map-udp {} igd port=40000", w.stun));
+    let rb = cmd(&mut b, &format!("map-udp {} igd port=40000", w.stun));
+    let wan = site.router.as_ref().unwrap().1;
+    assert_eq!(field(&ra, "igd"), format!("mapped:{wan}:40000"), "{ra}");
+    let igd_b = field(&rb, "igd");
+    assert!(igd_b.starts_with(&format!("mapped:{wan}:")), "{rb}");
+    assert_ne!(
+        igd_b,
+        format!("mapped:{wan}:40000"),
+        "same external port given twice: {rb}"
+    );
+}
+
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_upnp_lease_is_renewed_while_in_use() {
+    let w = world("upnp_lease");
+    let site = w.lab.site("a", EasyUpnp, Default::default()).unwrap();
+    let router = site.router.as_ref().unwrap().0.clone();
+    let mut a = agent(&site.host);
+    let r = cmd(&mut a, &format!("map-udp {} igd lease=3", w.stun));
+    let igd = field(&r, "igd").to_string();
+    assert!(igd.starts_with("mapped:"), "{r}");
+    let port = igd.rsplit(':').next().unwrap().to_string();
+    let listed = || {
+        router
+            .run(&[
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "filter",
+                "prerouting_miniupnpd",
+            ])
+            .unwrap()
+            .contains(&format!("dport {port}"))
+    };
+    // Three leases later the mapping is still there: it was renewed.
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    assert!(listed(), "mapping expired although in use");
+    assert_eq!(cmd(&mut a, "quit"), "bye");
+    a.wait(std::time::Duration::from_secs(10)).unwrap();
+    assert!(!listed(), "mapping left after drop");
+}

@@ -13,7 +13,8 @@
 //! - `udp-recv PORT MS`: wait up to MS ms on it; prints `got <sender> <text>` or `timeout`.
 //! - `stun-server PRIMARY [ALTERNATE]`: run our STUN server; prints `ready <udp addrs>`.
 //! - `stun-client SERVER`: one Binding from a new socket; prints `mapped <addr>`.
-//! - `map-udp STUN[,STUN...] igd|noigd`: a MappedUdpSocket kept for `punch-udp`;
+//! - `map-udp STUN[,STUN...] igd|noigd [port=N] [lease=SECS]`: a MappedUdpSocket
+//!   (on local port N, default any; UPnP lease SECS) kept for `punch-udp`;
 //!   prints `mapped rv=<hex> nat=<mapping>/<filtering> igd=<outcome> eps=<a,b,..>`.
 //! - `punch-udp HEX MS`: punch with the kept socket; then both sides exchange
 //!   data; prints `punched peer=<addr> ms=<n> probes=<n> data=ok|none` or
@@ -92,11 +93,21 @@ fn context(w: &[&str]) -> io::Result<MappingContext> {
         .transpose()
         .map_err(io::Error::other)?
         .unwrap_or_default();
-    MappingContext::with_options(MappingOptions {
+    let mut opts = MappingOptions {
         stun_servers: stun,
         igd: w.get(2) == Some(&"igd"),
         ..MappingOptions::default()
-    })
+    };
+    if let Some(l) = option(w, "lease") {
+        opts.igd_lease = Duration::from_secs(l);
+    }
+    MappingContext::with_options(opts)
+}
+
+fn option(w: &[&str], key: &str) -> Option<u64> {
+    w.iter()
+        .find_map(|x| x.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
 }
 
 fn mapped_line(pubinfo: &PubRendezvousInfo, eps: &[MappedSocketAddr], igd: &IgdOutcome) -> String {
@@ -156,7 +167,8 @@ fn run(w: &[&str], st: &mut State) -> io::Result<String> {
         }
         Some("map-udp") => {
             let mc = context(w)?;
-            let m = MappedUdpSocket::new(&mc)?;
+            let port = option(w, "port").unwrap_or(0) as u16;
+            let m = MappedUdpSocket::map(UdpSocket::bind(("0.0.0.0", port))?, &mc)?;
             let (p, q) =
                 gen_rendezvous_info_with(m.endpoints.iter().map(|e| e.addr).collect(), m.nat);
             let line = mapped_line(&q, &m.endpoints, &m.igd_outcome);
