@@ -1,31 +1,377 @@
 //! NAT traversal: STUN address discovery, UPnP IGD port mapping, and UDP and
 //! TCP hole punching between peers that exchanged rendezvous info.
 //!
-//! Not built yet: [`MappingContext::new`] returns an
-//! [`std::io::ErrorKind::Unsupported`] "not yet implemented" error.
+//! # Layers
+//!
+//! - sans-IO cores, no sockets and no clock: [`stun`] (codec, Binding
+//!   transaction, responder) and [`punch`] (the UDP hole-punching protocol);
+//! - tokio drivers, the async face: [`aio`];
+//! - the blocking API below, run on the shared `crust-runtime` (no thread per
+//!   call): [`MappingContext`], [`MappedUdpSocket`], [`MappedTcpSocket`],
+//!   [`gen_rendezvous_info`], [`PunchedUdpSocket::punch_hole`],
+//!   [`tcp_punch_hole`], [`SimpleUdpHolePunchServer`].
+//!
+//! # Example: punching between two sockets on one host
+//!
+//! ```
+//! use nat_traversal::*;
+//! let mc = MappingContext::with_options(MappingOptions { igd: false, ..Default::default() }).unwrap();
+//! let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+//! let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+//! let a = MappedUdpSocket::map(a, &mc).unwrap();
+//! let b = MappedUdpSocket::map(b, &mc).unwrap();
+//! let (a_priv, a_pub) = gen_rendezvous_info(a.endpoints.iter().map(|e| e.addr).collect());
+//! let (b_priv, b_pub) = gen_rendezvous_info(b.endpoints.iter().map(|e| e.addr).collect());
+//! let t = std::thread::spawn(move || PunchedUdpSocket::punch_hole(b.socket, b_priv, a_pub));
+//! let pa = PunchedUdpSocket::punch_hole(a.socket, a_priv, b_pub).unwrap();
+//! let pb = t.join().unwrap().unwrap();
+//! assert_eq!(pa.peer_addr, pb.socket.local_addr().unwrap());
+//! ```
+//!
+//! # Traffic
+//!
+//! The library contacts only the STUN servers it is given (it ships no list
+//! of public servers) and, unless [`MappingOptions::igd`] is off, sends
+//! SSDP multicast to find a UPnP gateway, from [`MappingOptions::local_ip`]
+//! when set.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
-use std::io;
+pub mod aio;
+mod igd;
+mod mapping;
+pub mod punch;
+pub mod rendezvous;
+pub mod stun;
+mod tcp_punch;
 
-/// What the library knows of ways to map sockets: UPnP gateways and STUN
-/// servers. Keep one for the life of the program.
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+pub use igd::IgdMapping;
+pub use mapping::{
+    HolePunchServerAddr, IgdGateway, IgdOutcome, MappedSocketAddr, MappingContext, MappingOptions,
+    MappingReport,
+};
+pub use punch::{PunchConfig, PunchFailure, PunchFailureKind, Punched};
+pub use rendezvous::{
+    Filtering, Mapping, NatBehaviour, PrivRendezvousInfo, PubRendezvousInfo, RendezvousDecodeError,
+    gen_rendezvous_info, gen_rendezvous_info_with,
+};
+
+/// Why a hole punch failed.
 #[derive(Debug)]
-pub struct MappingContext {
-    _private: (),
+#[non_exhaustive]
+pub enum PunchError {
+    /// "cannot punch this NAT pair", with a typed reason.
+    CannotPunch(PunchFailure),
+    /// A socket error.
+    Io(io::Error),
 }
 
-impl MappingContext {
-    /// Creates a mapping context.
-    ///
-    /// # Errors
-    ///
-    /// Not yet implemented: always returns [`io::ErrorKind::Unsupported`].
-    pub fn new() -> io::Result<MappingContext> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "nat_traversal::MappingContext is not yet implemented",
-        ))
+impl PunchError {
+    /// The typed reason, when the NAT pair could not be punched.
+    pub fn failure_kind(&self) -> Option<PunchFailureKind> {
+        match self {
+            PunchError::CannotPunch(f) => Some(f.kind),
+            PunchError::Io(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for PunchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PunchError::CannotPunch(p) => p.fmt(f),
+            PunchError::Io(e) => write!(f, "hole punching failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for PunchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PunchError::CannotPunch(p) => Some(p),
+            PunchError::Io(e) => Some(e),
+        }
+    }
+}
+
+impl From<PunchError> for io::Error {
+    fn from(e: PunchError) -> io::Error {
+        match e {
+            PunchError::CannotPunch(p) => p.into(),
+            PunchError::Io(e) => e,
+        }
+    }
+}
+
+fn to_tokio_udp(socket: UdpSocket) -> io::Result<tokio::net::UdpSocket> {
+    socket.set_nonblocking(true)?;
+    let _guard = crust_runtime::handle().enter();
+    tokio::net::UdpSocket::from_std(socket)
+}
+
+fn to_std_udp(socket: tokio::net::UdpSocket) -> io::Result<UdpSocket> {
+    let s = socket.into_std()?;
+    s.set_nonblocking(false)?;
+    Ok(s)
+}
+
+/// A UDP socket and the endpoints peers may reach it at.
+#[derive(Debug)]
+pub struct MappedUdpSocket {
+    /// The socket (blocking mode).
+    pub socket: UdpSocket,
+    /// Local, STUN-mapped and UPnP-mapped endpoints.
+    pub endpoints: Vec<MappedSocketAddr>,
+    /// What we learned of our NAT (for [`gen_rendezvous_info_with`]).
+    pub nat: NatBehaviour,
+    /// The UPnP port mapping, if one was made: renewed while this lives,
+    /// removed when it is dropped. Keep it as long as you use the socket.
+    pub igd: Option<IgdMapping>,
+    /// What happened with the UPnP gateway.
+    pub igd_outcome: IgdOutcome,
+    /// Each STUN server's answer: the address it saw, or why not.
+    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr, String>)>,
+}
+
+impl MappedUdpSocket {
+    /// Binds a new UDP socket (on [`MappingOptions::local_ip`] if set) and
+    /// maps it.
+    pub fn new(mc: &MappingContext) -> io::Result<MappedUdpSocket> {
+        let ip = mc
+            .options()
+            .local_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        MappedUdpSocket::map(UdpSocket::bind((ip, 0))?, mc)
+    }
+
+    /// Maps `socket`: asks every STUN server of `mc` (each bounded by
+    /// [`MappingOptions::stun`]) and the UPnP gateway. Servers that do not
+    /// answer are skipped; with none at all the endpoints are the local
+    /// ones.
+    pub fn map(socket: UdpSocket, mc: &MappingContext) -> io::Result<MappedUdpSocket> {
+        let mc = mc.clone();
+        crust_runtime::block_on(async move {
+            let s = to_tokio_udp(socket)?;
+            let report = aio::map_udp(&s, &mc).await;
+            let socket = to_std_udp(s)?;
+            let r = report?;
+            Ok(MappedUdpSocket {
+                socket,
+                endpoints: r.endpoints,
+                nat: r.nat,
+                igd: r.igd_mapping,
+                igd_outcome: r.igd,
+                stun_seen: r.stun,
+            })
+        })?
+    }
+}
+
+/// A TCP socket bound with `SO_REUSEADDR`/`SO_REUSEPORT` (not yet
+/// listening or connected), and the endpoints peers may reach it at.
+#[derive(Debug)]
+pub struct MappedTcpSocket {
+    /// The bound socket.
+    pub socket: socket2::Socket,
+    /// Local, STUN-mapped and UPnP-mapped endpoints.
+    pub endpoints: Vec<MappedSocketAddr>,
+    /// What we learned of our NAT's TCP mapping.
+    pub nat: NatBehaviour,
+    /// The UPnP port mapping, if one was made (see [`MappedUdpSocket::igd`]).
+    pub igd: Option<IgdMapping>,
+    /// What happened with the UPnP gateway.
+    pub igd_outcome: IgdOutcome,
+    /// Each STUN server's answer (over TCP): the address it saw, or why not.
+    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr, String>)>,
+}
+
+fn reusable_std_tcp(local: SocketAddr) -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(local),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_reuse_address(true)?;
+    #[cfg(unix)]
+    s.set_reuse_port(true)?;
+    s.bind(&local.into())?;
+    Ok(s)
+}
+
+impl MappedTcpSocket {
+    /// Binds a new reusable TCP socket and maps it.
+    pub fn new(mc: &MappingContext) -> io::Result<MappedTcpSocket> {
+        let ip = mc
+            .options()
+            .local_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        MappedTcpSocket::map(reusable_std_tcp(SocketAddr::new(ip, 0))?, mc)
+    }
+
+    /// Maps a bound reusable socket (its port is what STUN servers see, from
+    /// other sockets bound to the same port).
+    pub fn map(socket: socket2::Socket, mc: &MappingContext) -> io::Result<MappedTcpSocket> {
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))?;
+        let mc = mc.clone();
+        let r = crust_runtime::block_on(async move { aio::map_tcp(local, &mc).await })??;
+        Ok(MappedTcpSocket {
+            socket,
+            endpoints: r.endpoints,
+            nat: r.nat,
+            igd: r.igd_mapping,
+            igd_outcome: r.igd,
+            stun_seen: r.stun,
+        })
+    }
+}
+
+/// A UDP socket with a hole punched to a peer.
+#[derive(Debug)]
+pub struct PunchedUdpSocket {
+    /// The socket (blocking mode). Late probes from the peer may still
+    /// arrive on it for a moment: protocols on top must ignore datagrams
+    /// they do not understand.
+    pub socket: UdpSocket,
+    /// The peer's address as it reaches us.
+    pub peer_addr: SocketAddr,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// Probes we sent.
+    pub probes_sent: u32,
+}
+
+impl PunchedUdpSocket {
+    /// Punches a hole from `socket` to the peer whose rendezvous info is
+    /// `their_pub`, with [`PunchConfig::default`] (8 s at most).
+    pub fn punch_hole(
+        socket: UdpSocket,
+        our_priv: PrivRendezvousInfo,
+        their_pub: PubRendezvousInfo,
+    ) -> Result<PunchedUdpSocket, PunchError> {
+        PunchedUdpSocket::punch_hole_with(socket, our_priv, their_pub, &PunchConfig::default())
+    }
+
+    /// Like [`punch_hole`](Self::punch_hole) with explicit timing.
+    pub fn punch_hole_with(
+        socket: UdpSocket,
+        our_priv: PrivRendezvousInfo,
+        their_pub: PubRendezvousInfo,
+        cfg: &PunchConfig,
+    ) -> Result<PunchedUdpSocket, PunchError> {
+        let cfg = cfg.clone();
+        crust_runtime::block_on(async move {
+            let s = to_tokio_udp(socket).map_err(PunchError::Io)?;
+            let r = aio::punch_hole(&s, &our_priv, &their_pub, &cfg).await?;
+            Ok(PunchedUdpSocket {
+                socket: to_std_udp(s).map_err(PunchError::Io)?,
+                peer_addr: r.peer_addr,
+                elapsed: r.elapsed,
+                probes_sent: r.probes_sent,
+            })
+        })
+        .map_err(PunchError::Io)?
+    }
+}
+
+/// Punches a TCP connection from a [`MappedTcpSocket`]'s socket to the peer
+/// (simultaneous open plus accept on the same port, then both sides prove
+/// they hold the secrets), with [`PunchConfig::default`]'s time limit.
+pub fn tcp_punch_hole(
+    socket: socket2::Socket,
+    our_priv: PrivRendezvousInfo,
+    their_pub: PubRendezvousInfo,
+) -> Result<TcpStream, PunchError> {
+    tcp_punch_hole_with(socket, our_priv, their_pub, &PunchConfig::default())
+}
+
+/// Like [`tcp_punch_hole`] with explicit timing.
+pub fn tcp_punch_hole_with(
+    socket: socket2::Socket,
+    our_priv: PrivRendezvousInfo,
+    their_pub: PubRendezvousInfo,
+    cfg: &PunchConfig,
+) -> Result<TcpStream, PunchError> {
+    let cfg = cfg.clone();
+    socket.listen(16).map_err(PunchError::Io)?;
+    socket.set_nonblocking(true).map_err(PunchError::Io)?;
+    let std_listener: std::net::TcpListener = socket.into();
+    crust_runtime::block_on(async move {
+        let l = tokio::net::TcpListener::from_std(std_listener).map_err(PunchError::Io)?;
+        let (s, _) = aio::tcp_punch_hole(l, &our_priv, &their_pub, &cfg).await?;
+        let s = s.into_std().map_err(PunchError::Io)?;
+        s.set_nonblocking(false).map_err(PunchError::Io)?;
+        Ok(s)
+    })
+    .map_err(PunchError::Io)?
+}
+
+/// A STUN Binding server over UDP and TCP (see [`aio::StunServer`]), running
+/// on the shared runtime until dropped.
+#[derive(Debug)]
+pub struct SimpleUdpHolePunchServer {
+    server: Option<aio::StunServer>,
+}
+
+impl SimpleUdpHolePunchServer {
+    /// A server on a free port of [`MappingOptions::local_ip`] (all
+    /// addresses if unset).
+    pub fn new(mc: &MappingContext) -> io::Result<SimpleUdpHolePunchServer> {
+        let ip = mc
+            .options()
+            .local_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        SimpleUdpHolePunchServer::bind(SocketAddr::new(ip, 0), None)
+    }
+
+    /// A server on `primary`; with `alternate` (another IP and port) it
+    /// also answers RFC 5780 behaviour-discovery requests.
+    pub fn bind(
+        primary: SocketAddr,
+        alternate: Option<SocketAddr>,
+    ) -> io::Result<SimpleUdpHolePunchServer> {
+        let server =
+            crust_runtime::block_on(
+                async move { aio::StunServer::bind(primary, alternate).await },
+            )??;
+        Ok(SimpleUdpHolePunchServer {
+            server: Some(server),
+        })
+    }
+
+    /// The UDP addresses it answers on (primary first).
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.server
+            .as_ref()
+            .map(|s| s.udp_addrs().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// The TCP addresses it answers on.
+    pub fn tcp_addresses(&self) -> Vec<SocketAddr> {
+        self.server
+            .as_ref()
+            .map(|s| s.tcp_addrs().to_vec())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for SimpleUdpHolePunchServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                drop(s); // aborts its tasks; the sockets close right after
+            } else {
+                let _ = crust_runtime::block_on(s.shutdown());
+            }
+        }
     }
 }

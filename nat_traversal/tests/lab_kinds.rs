@@ -146,6 +146,10 @@ fn upnpc(site: &Site, args: &[&str]) -> String {
 /// miniupnpd may call itself "not connected" (DESIGN.md §4), so the IGD is
 /// found by discovery and then used by its URL (`-u`).
 fn upnpc_add(site: &Site, port: u16) -> (String, bool) {
+    upnpc_add_lease(site, port, 60)
+}
+
+fn upnpc_add_lease(site: &Site, port: u16, lease: u32) -> (String, bool) {
     let disc = upnpc(site, &["-m", "eth0", "-s"]);
     let url = disc
         .lines()
@@ -155,7 +159,8 @@ fn upnpc_add(site: &Site, port: u16) -> (String, bool) {
         .to_string();
     let ip = site.addr.to_string();
     let p = port.to_string();
-    let text = upnpc(site, &["-u", &url, "-a", &ip, &p, &p, "UDP", "60"]);
+    let lease = lease.to_string();
+    let text = upnpc(site, &["-u", &url, "-a", &ip, &p, &p, "UDP", &lease]);
     let ok = text.contains("is redirected to internal");
     (text, ok)
 }
@@ -185,4 +190,33 @@ fn lab_kind_double_nat_refuses_upnp_mappings() {
     let (text, ok) = upnpc_add(&p.site, 40000);
     assert!(!ok, "miniupnpd behind a second NAT should refuse:\n{text}");
     assert!(text.contains("501") || text.contains("failed"), "{text}");
+}
+
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_kind_easy_upnp_expires_a_lease_nobody_renews() {
+    // The control for nat_traversal's renewal test: miniupnpd does remove a
+    // mapping whose lease ran out.
+    let p = build("kind_upnp_lease", NatKind::EasyUpnp);
+    let (text, ok) = upnpc_add_lease(&p.site, 40000, 3);
+    assert!(ok, "{text}");
+    let router = p.site.router.as_ref().unwrap().0.clone();
+    let listed = || {
+        router
+            .run(&[
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "filter",
+                "prerouting_miniupnpd",
+            ])
+            .unwrap()
+            .contains("dport 40000")
+    };
+    assert!(listed());
+    assert!(
+        netlab::lab::wait_until(Duration::from_secs(20), || !listed()),
+        "miniupnpd kept an expired mapping"
+    );
 }

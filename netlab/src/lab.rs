@@ -406,6 +406,20 @@ impl Lab {
         Ok(())
     }
 
+    /// Adds the next free address of `segment` to `host`'s interface
+    /// `ifname` (already attached to it), for a host with two addresses.
+    pub fn add_address(
+        &self,
+        host: &Host,
+        segment: &Segment,
+        ifname: &str,
+    ) -> io::Result<Ipv4Addr> {
+        let a = segment.next_addr()?;
+        let cidr = format!("{a}/{}", segment.subnet().prefix);
+        ip(&["-n", &host.ns, "addr", "add", &cidr, "dev", ifname])?;
+        Ok(a)
+    }
+
     /// The lab's internet segment ([`INTERNET`]), created on first use.
     pub fn internet(&self) -> io::Result<Segment> {
         if let Some(s) = self.lock().internet.clone() {
@@ -456,16 +470,7 @@ impl Lab {
         }
         let (h, a1) = self.public_host("coturn")?;
         let inet = self.internet()?;
-        let a2 = inet.next_addr()?;
-        ip(&[
-            "-n",
-            &h.ns,
-            "addr",
-            "add",
-            &format!("{a2}/{}", inet.subnet().prefix),
-            "dev",
-            "eth0",
-        ])?;
+        let a2 = self.add_address(&h, &inet, "eth0")?;
         let pid = self.dir.join("turnserver.pid");
         let log = self.dir.join("turnserver-own.log");
         let (s1, s2, port, alt) = (

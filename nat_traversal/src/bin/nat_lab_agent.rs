@@ -11,6 +11,15 @@
 //! - `udp-open BIND`: keep a UDP socket, keyed by its local port; prints `ready <addr>`.
 //! - `udp-send PORT DST TEXT`: send TEXT from the socket kept for PORT; prints `sent`.
 //! - `udp-recv PORT MS`: wait up to MS ms on it; prints `got <sender> <text>` or `timeout`.
+//! - `stun-server PRIMARY [ALTERNATE]`: run our STUN server; prints `ready <udp addrs>`.
+//! - `stun-client SERVER`: one Binding from a new socket; prints `mapped <addr>`.
+//! - `map-udp STUN[,STUN...] igd|noigd [port=N] [lease=SECS]`: a MappedUdpSocket
+//!   (on local port N, default any; UPnP lease SECS) kept for `punch-udp`;
+//!   prints `mapped rv=<hex> nat=<mapping>/<filtering> igd=<outcome> eps=<a,b,..>`.
+//! - `punch-udp HEX MS`: punch with the kept socket; then both sides exchange
+//!   data; prints `punched peer=<addr> ms=<n> probes=<n> data=ok|none` or
+//!   `failed kind=<Kind> <message>`.
+//! - `map-tcp STUN[,STUN...] igd|noigd`, `punch-tcp HEX MS`: the same over TCP.
 //! - `quit`.
 
 use std::collections::HashMap;
@@ -18,13 +27,15 @@ use std::io::{self, BufRead, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use nat_traversal::*;
+
 fn main() {
     let stdin = io::stdin();
-    let mut socks = HashMap::new();
+    let mut st = State::default();
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         let words: Vec<&str> = line.split_whitespace().collect();
-        let out = match run(&words, &mut socks) {
+        let out = match run(&words, &mut st) {
             Ok(s) => s,
             Err(e) => format!("error {e}"),
         };
@@ -48,8 +59,208 @@ fn port(s: Option<&&str>) -> io::Result<u16> {
         .map_err(|e| io::Error::other(format!("bad port: {e}")))
 }
 
-fn run(w: &[&str], socks: &mut HashMap<u16, UdpSocket>) -> io::Result<String> {
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> io::Result<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return Err(io::Error::other("odd hex"));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(io::Error::other))
+        .collect()
+}
+
+#[derive(Default)]
+struct State {
+    socks: HashMap<u16, UdpSocket>,
+    servers: Vec<SimpleUdpHolePunchServer>,
+    udp: Option<(MappedUdpSocket, PrivRendezvousInfo)>,
+    tcp: Option<(MappedTcpSocket, PrivRendezvousInfo)>,
+}
+
+fn context(w: &[&str]) -> io::Result<MappingContext> {
+    let stun = w
+        .get(1)
+        .map(|s| {
+            s.split(',')
+                .filter(|x| !x.is_empty() && *x != "-")
+                .map(|x| x.parse())
+                .collect::<Result<Vec<SocketAddr>, _>>()
+        })
+        .transpose()
+        .map_err(io::Error::other)?
+        .unwrap_or_default();
+    let mut opts = MappingOptions {
+        stun_servers: stun,
+        igd: w.get(2) == Some(&"igd"),
+        ..MappingOptions::default()
+    };
+    if let Some(l) = option(w, "lease") {
+        opts.igd_lease = Duration::from_secs(l);
+    }
+    MappingContext::with_options(opts)
+}
+
+fn option(w: &[&str], key: &str) -> Option<u64> {
+    w.iter()
+        .find_map(|x| x.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+}
+
+fn mapped_line(pubinfo: &PubRendezvousInfo, eps: &[MappedSocketAddr], igd: &IgdOutcome) -> String {
+    let eps: Vec<String> = eps
+        .iter()
+        .map(|e| format!("{}{}", e.addr, if e.nat_restricted { "r" } else { "" }))
+        .collect();
+    let igd = match igd {
+        IgdOutcome::NoGateway => "none".to_string(),
+        IgdOutcome::Mapped { external } => format!("mapped:{external}"),
+        IgdOutcome::DoubleNat { .. } => "double-nat".to_string(),
+        IgdOutcome::Refused { .. } => "refused".to_string(),
+        _ => "failed".to_string(),
+    };
+    format!(
+        "mapped rv={} nat={:?}/{:?} igd={igd} eps={}",
+        hex(&pubinfo.encode()),
+        pubinfo.nat.mapping,
+        pubinfo.nat.filtering,
+        eps.join(",")
+    )
+}
+
+fn failed_line(e: &PunchError) -> String {
+    match e.failure_kind() {
+        Some(k) => format!("failed kind={k:?} {e}"),
+        None => format!("failed kind=Io {e}"),
+    }
+}
+
+fn run(w: &[&str], st: &mut State) -> io::Result<String> {
+    let socks = &mut st.socks;
     match w.first().copied() {
+        Some("stun-server") => {
+            let alt = match w.get(2) {
+                Some(a) => Some(addr(Some(a))?),
+                None => None,
+            };
+            let s = SimpleUdpHolePunchServer::bind(addr(w.get(1))?, alt)?;
+            let a: Vec<String> = s.addresses().iter().map(|a| a.to_string()).collect();
+            st.servers.push(s);
+            Ok(format!("ready {}", a.join(",")))
+        }
+        Some("stun-client") => {
+            let server = addr(w.get(1))?;
+            let r = crust_runtime::block_on(async move {
+                let s = tokio::net::UdpSocket::bind("0.0.0.0:0").await?;
+                aio::stun_binding(
+                    &s,
+                    server,
+                    None,
+                    &nat_traversal::stun::StunConfig::default(),
+                )
+                .await
+            })??;
+            Ok(format!("mapped {}", r.mapped))
+        }
+        Some("map-udp") => {
+            let mc = context(w)?;
+            let port = option(w, "port").unwrap_or(0) as u16;
+            let m = MappedUdpSocket::map(UdpSocket::bind(("0.0.0.0", port))?, &mc)?;
+            let (p, q) =
+                gen_rendezvous_info_with(m.endpoints.iter().map(|e| e.addr).collect(), m.nat);
+            let line = mapped_line(&q, &m.endpoints, &m.igd_outcome);
+            st.udp = Some((m, p));
+            Ok(line)
+        }
+        Some("map-tcp") => {
+            let mc = context(w)?;
+            let m = MappedTcpSocket::new(&mc)?;
+            let (p, q) =
+                gen_rendezvous_info_with(m.endpoints.iter().map(|e| e.addr).collect(), m.nat);
+            let line = mapped_line(&q, &m.endpoints, &m.igd_outcome);
+            st.tcp = Some((m, p));
+            Ok(line)
+        }
+        Some("punch-udp") => {
+            let theirs = PubRendezvousInfo::decode(&unhex(w.get(1).unwrap_or(&""))?)?;
+            let ms: u64 = w.get(2).and_then(|m| m.parse().ok()).unwrap_or(8000);
+            let (m, p) = st
+                .udp
+                .take()
+                .ok_or_else(|| io::Error::other("map-udp first"))?;
+            let cfg = PunchConfig {
+                timeout: Duration::from_millis(ms),
+                ..PunchConfig::default()
+            };
+            let socket = m.socket;
+            let _igd = m.igd;
+            match PunchedUdpSocket::punch_hole_with(socket, p, theirs, &cfg) {
+                Ok(ps) => {
+                    // Data both ways: send every 100 ms until the peer's
+                    // data arrived, then a few more for it.
+                    ps.socket
+                        .set_read_timeout(Some(Duration::from_millis(100)))?;
+                    let mut buf = [0u8; 1500];
+                    let mut data = "none";
+                    let mut extra = 0;
+                    let until = std::time::Instant::now() + Duration::from_secs(4);
+                    while std::time::Instant::now() < until && extra < 5 {
+                        ps.socket.send_to(b"lab-data", ps.peer_addr)?;
+                        if data == "ok" {
+                            extra += 1;
+                        }
+                        if let Ok((n, from)) = ps.socket.recv_from(&mut buf)
+                            && from == ps.peer_addr
+                            && &buf[..n] == b"lab-data"
+                        {
+                            data = "ok";
+                        }
+                    }
+                    Ok(format!(
+                        "punched peer={} ms={} probes={} data={data}",
+                        ps.peer_addr,
+                        ps.elapsed.as_millis(),
+                        ps.probes_sent
+                    ))
+                }
+                Err(e) => Ok(failed_line(&e)),
+            }
+        }
+        Some("punch-tcp") => {
+            let theirs = PubRendezvousInfo::decode(&unhex(w.get(1).unwrap_or(&""))?)?;
+            let ms: u64 = w.get(2).and_then(|m| m.parse().ok()).unwrap_or(8000);
+            let (m, p) = st
+                .tcp
+                .take()
+                .ok_or_else(|| io::Error::other("map-tcp first"))?;
+            let cfg = PunchConfig {
+                timeout: Duration::from_millis(ms),
+                ..PunchConfig::default()
+            };
+            let start = std::time::Instant::now();
+            let _igd = m.igd;
+            match tcp_punch_hole_with(m.socket, p, theirs, &cfg) {
+                Ok(mut s) => {
+                    let ms = start.elapsed().as_millis();
+                    s.write_all(b"lab-data")?;
+                    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                    let mut buf = [0u8; 8];
+                    let data = if s.read_exact(&mut buf).is_ok() && &buf == b"lab-data" {
+                        "ok"
+                    } else {
+                        "none"
+                    };
+                    Ok(format!(
+                        "punched peer={} ms={ms} probes=0 data={data}",
+                        s.peer_addr()?
+                    ))
+                }
+                Err(e) => Ok(failed_line(&e)),
+            }
+        }
         Some("udp-open") => {
             let s = UdpSocket::bind(addr(w.get(1))?)?;
             let local = s.local_addr()?;
