@@ -56,7 +56,9 @@ fn lab_encrypted_utp_transfer_over_lossy_rate_limited_link() {
     assert!(sender.wait(Duration::from_secs(10)).unwrap().success());
     // The loss rules really dropped packets, in both directions.
     for host in [&a, &b] {
-        let rules = host.run(&["nft", "list", "table", "inet", "crust_loss"]).unwrap();
+        let rules = host
+            .run(&["nft", "list", "table", "inet", "crust_loss"])
+            .unwrap();
         let dropped: u64 = rules
             .split("counter packets ")
             .nth(1)
