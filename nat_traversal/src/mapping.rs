@@ -75,7 +75,8 @@ impl Default for MappingOptions {
             stun: StunConfig::default(),
             filtering_test: StunConfig {
                 rto: Duration::from_millis(200),
-                max_transmits: 4,
+                max_rto: Duration::from_millis(400),
+                max_transmits: 5,
                 timeout: Duration::from_millis(1500),
             },
         }
@@ -321,7 +322,20 @@ pub(crate) mod aio {
             return vec![local];
         }
         let mut out = Vec::new();
-        for s in servers {
+        // The source address the routing table picks towards each server
+        // (a UDP connect sends nothing); with no server, towards a
+        // documentation address, which only consults the default route.
+        let fallback: SocketAddr = if local.is_ipv4() {
+            SocketAddr::from(([192, 0, 2, 1], 9))
+        } else {
+            SocketAddr::from(([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1], 9))
+        };
+        let towards: Vec<SocketAddr> = if servers.is_empty() {
+            vec![fallback]
+        } else {
+            servers.to_vec()
+        };
+        for s in &towards {
             if let Some(ip) = local_ip_towards(*s).await {
                 let a = SocketAddr::new(ip, local.port());
                 if !out.contains(&a) {

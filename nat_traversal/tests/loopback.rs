@@ -74,6 +74,7 @@ fn stun_client_times_out_within_its_bound() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let cfg = StunConfig {
         rto: Duration::from_millis(20),
+        max_rto: Duration::from_millis(40),
         max_transmits: 3,
         timeout: Duration::from_millis(300),
     };

@@ -200,14 +200,14 @@ fn run(w: &[&str], st: &mut State) -> io::Result<String> {
             match PunchedUdpSocket::punch_hole_with(socket, p, theirs, &cfg) {
                 Ok(ps) => {
                     // Data both ways: send every 100 ms until the peer's
-                    // data arrived, then a few more for it.
+                    // data arrived, then 15 more for it (each may be lost on its way).
                     ps.socket
                         .set_read_timeout(Some(Duration::from_millis(100)))?;
                     let mut buf = [0u8; 1500];
                     let mut data = "none";
                     let mut extra = 0;
                     let until = std::time::Instant::now() + Duration::from_secs(4);
-                    while std::time::Instant::now() < until && extra < 5 {
+                    while std::time::Instant::now() < until && extra < 15 {
                         ps.socket.send_to(b"lab-data", ps.peer_addr)?;
                         if data == "ok" {
                             extra += 1;

@@ -97,13 +97,12 @@ pub fn punch(a: &mut Peer, b: &mut Peer, tcp: bool, ms: u64) -> (String, String)
 /// exchanged data; prints the figures for the repeat script.
 pub fn assert_punched(pair: &str, a: &Peer, b: &Peer, la: &str, lb: &str) {
     for (side, line, other) in [("a", la, b), ("b", lb, a)] {
-        assert!(
-            line.starts_with("punched"),
-            "{pair} side {side}: {line}\n a: {}\n b: {}",
-            a.mapped,
-            b.mapped
+        let both = format!(
+            "{pair} side {side}: {line}\n a: {la}\n b: {lb}\n a: {}\n b: {}",
+            a.mapped, b.mapped
         );
-        assert_eq!(field(line, "data"), "ok", "{pair} side {side}: {line}");
+        assert!(line.starts_with("punched"), "{both}");
+        assert_eq!(field(line, "data"), "ok", "{both}");
         let peer: SocketAddr = field(line, "peer").parse().unwrap();
         assert_eq!(
             peer.ip(),
