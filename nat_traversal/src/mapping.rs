@@ -279,9 +279,53 @@ pub(crate) fn unknown_filtering() -> Filtering {
 /// Async mapping.
 pub(crate) mod aio {
     use super::*;
-    use crate::aio::{reusable_tcp_socket, stun_binding, stun_binding_tcp};
+    use crate::aio::{stun_binding, stun_binding_tcp};
     use crate::igd;
     use tokio::net::UdpSocket;
+
+    /// The endpoints a mapped socket offers, for UDP and TCP alike: its local
+    /// addresses, each address STUN saw (restricted when behind a NAT), and
+    /// a UPnP mapping of the first local address when the gateway grants one
+    /// (a double NAT or a refusing gateway adds nothing).
+    async fn endpoints_and_igd(
+        mc: &MappingContext,
+        proto: igd_next::PortMappingProtocol,
+        locals: &[SocketAddr],
+        local: SocketAddr,
+        seen: &[(SocketAddr, SocketAddr)],
+        mapping: Mapping,
+    ) -> (Vec<MappedSocketAddr>, IgdOutcome, Option<igd::IgdMapping>) {
+        let mut endpoints: Vec<MappedSocketAddr> = locals
+            .iter()
+            .map(|a| MappedSocketAddr {
+                addr: *a,
+                nat_restricted: false,
+            })
+            .collect();
+        for (_, m) in seen {
+            if !endpoints.iter().any(|e| e.addr == *m) {
+                endpoints.push(MappedSocketAddr {
+                    addr: *m,
+                    nat_restricted: mapping != Mapping::NoNat,
+                });
+            }
+        }
+        let stun_ip = seen.first().map(|(_, m)| m.ip());
+        let (igd_outcome, igd_mapping) = match mc.igd() {
+            Some(g) => {
+                let lan = locals.first().copied().unwrap_or(local);
+                igd::map_port(&g, proto, lan, stun_ip, mc.options().igd_lease).await
+            }
+            None => (IgdOutcome::NoGateway, None),
+        };
+        if let IgdOutcome::Mapped { external } = igd_outcome {
+            endpoints.push(MappedSocketAddr {
+                addr: external,
+                nat_restricted: false,
+            });
+        }
+        (endpoints, igd_outcome, igd_mapping)
+    }
 
     /// Builds a [`MappingContext`], looking for an IGD if `opts.igd`
     /// (bounded by `opts.igd_timeout`).
@@ -388,42 +432,15 @@ pub(crate) mod aio {
         }
         let mapping = mapping_behaviour(&locals, &seen);
         let nat = NatBehaviour { mapping, filtering };
-        let mut endpoints: Vec<MappedSocketAddr> = locals
-            .iter()
-            .map(|a| MappedSocketAddr {
-                addr: *a,
-                nat_restricted: false,
-            })
-            .collect();
-        for (_, m) in &seen {
-            if !endpoints.iter().any(|e| e.addr == *m) {
-                endpoints.push(MappedSocketAddr {
-                    addr: *m,
-                    nat_restricted: mapping != Mapping::NoNat,
-                });
-            }
-        }
-        let stun_ip = seen.first().map(|(_, m)| m.ip());
-        let (igd_outcome, igd_mapping) = match mc.igd() {
-            Some(g) => {
-                let lan = locals.first().copied().unwrap_or(local);
-                igd::map_port(
-                    &g,
-                    igd_next::PortMappingProtocol::UDP,
-                    lan,
-                    stun_ip,
-                    opts.igd_lease,
-                )
-                .await
-            }
-            None => (IgdOutcome::NoGateway, None),
-        };
-        if let IgdOutcome::Mapped { external } = igd_outcome {
-            endpoints.push(MappedSocketAddr {
-                addr: external,
-                nat_restricted: false,
-            });
-        }
+        let (endpoints, igd_outcome, igd_mapping) = endpoints_and_igd(
+            mc,
+            igd_next::PortMappingProtocol::UDP,
+            &locals,
+            local,
+            &seen,
+            mapping,
+        )
+        .await;
         Ok(MappingReport {
             endpoints,
             stun,
@@ -472,43 +489,15 @@ pub(crate) mod aio {
             }
         }
         let mapping = mapping_behaviour(&locals, &seen);
-        let mut endpoints: Vec<MappedSocketAddr> = locals
-            .iter()
-            .map(|a| MappedSocketAddr {
-                addr: *a,
-                nat_restricted: false,
-            })
-            .collect();
-        for (_, m) in &seen {
-            if !endpoints.iter().any(|e| e.addr == *m) {
-                endpoints.push(MappedSocketAddr {
-                    addr: *m,
-                    nat_restricted: mapping != Mapping::NoNat,
-                });
-            }
-        }
-        let stun_ip = seen.first().map(|(_, m)| m.ip());
-        let (igd_outcome, igd_mapping) = match mc.igd() {
-            Some(g) => {
-                let lan = locals.first().copied().unwrap_or(local);
-                igd::map_port(
-                    &g,
-                    igd_next::PortMappingProtocol::TCP,
-                    lan,
-                    stun_ip,
-                    opts.igd_lease,
-                )
-                .await
-            }
-            None => (IgdOutcome::NoGateway, None),
-        };
-        if let IgdOutcome::Mapped { external } = igd_outcome {
-            endpoints.push(MappedSocketAddr {
-                addr: external,
-                nat_restricted: false,
-            });
-        }
-        let _ = reusable_tcp_socket; // the same helper binds the user's socket
+        let (endpoints, igd_outcome, igd_mapping) = endpoints_and_igd(
+            mc,
+            igd_next::PortMappingProtocol::TCP,
+            &locals,
+            local,
+            &seen,
+            mapping,
+        )
+        .await;
         Ok(MappingReport {
             endpoints,
             stun,
