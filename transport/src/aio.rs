@@ -196,6 +196,12 @@ impl Stream {
         self.io.protocol()
     }
 
+    /// How the stream is carried: today always [`Path::Direct`](crate::Path::Direct)
+    /// over its protocol.
+    pub fn path(&self) -> crate::Path {
+        crate::Path::Direct(self.protocol())
+    }
+
     pub(crate) fn into_parts(self) -> (Carrier, RecvBuf, Opener, Sealer, PublicKey) {
         (self.io, self.rx, self.opener, self.sealer, self.peer_key)
     }

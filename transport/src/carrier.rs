@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -125,6 +126,65 @@ impl BlockingCarrier {
                 let t = *lock(&u.write_timeout);
                 let mut w = lock(&u.write);
                 wait(t, w.write(buf))
+            }
+        }
+    }
+
+    /// Reads what is there without waiting: `WouldBlock` when nothing is.
+    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            BlockingCarrier::Tcp(s) => {
+                // SAFETY: `buf` is valid for writes of `buf.len()` bytes for
+                // the duration of the call, and `s` owns an open socket.
+                let n = unsafe {
+                    libc::recv(
+                        s.as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }
+            BlockingCarrier::Utp(u) => {
+                let Ok(mut r) = u.read.try_lock() else {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                };
+                poll_once(r.read(buf)).unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
+            }
+        }
+    }
+
+    /// Writes what the socket takes now without waiting: `WouldBlock` when
+    /// it takes nothing.
+    pub(crate) fn write_now(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            BlockingCarrier::Tcp(s) => {
+                // SAFETY: `buf` is valid for reads of `buf.len()` bytes for
+                // the duration of the call, and `s` owns an open socket.
+                let n = unsafe {
+                    libc::send(
+                        s.as_raw_fd(),
+                        buf.as_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }
+            BlockingCarrier::Utp(u) => {
+                let Ok(mut w) = u.write.try_lock() else {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                };
+                poll_once(w.write(buf)).unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
             }
         }
     }

@@ -60,13 +60,16 @@ mod error;
 mod handshake;
 mod identity;
 mod listener;
+mod path;
 pub mod proto;
 mod stream;
 pub mod utp;
+pub mod wire;
 
 pub use aio::ListenerOptions;
 pub use endpoint::{Endpoint, ListenEndpoint, Protocol, ToEndpoints, ToListenEndpoints};
 pub use error::{Error, Result};
 pub use identity::{Identity, PUBLIC_KEY_LEN, PublicKey};
 pub use listener::{Incoming, Listener};
+pub use path::Path;
 pub use stream::{ReadStream, Stream, WriteStream};

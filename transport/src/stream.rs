@@ -10,6 +10,7 @@ use crate::carrier::{BlockingCarrier, lock};
 use crate::endpoint::{Endpoint, Protocol, ToEndpoints};
 use crate::error::{Error, Result};
 use crate::identity::{Identity, PublicKey};
+use crate::path::Path;
 use crate::proto::{Opener, RecvBuf, Sealer};
 
 /// An encrypted, key-authenticated byte stream, used like
@@ -59,6 +60,22 @@ struct Inner {
     local_addr: SocketAddr,
     reader: Mutex<ReadState>,
     writer: Mutex<WriteState>,
+}
+
+/// Whether a call may wait for the socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Yes,
+    /// Never block: not on the socket, not on the other user of a lock.
+    No,
+}
+
+fn try_lock<T>(m: &Mutex<T>) -> io::Result<std::sync::MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Ok(g),
+        Err(std::sync::TryLockError::Poisoned(e)) => Ok(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+    }
 }
 
 struct ReadState {
@@ -215,6 +232,37 @@ impl Stream {
         self.inner.sock.write_timeout()
     }
 
+    /// How the stream is carried: today always [`Path::Direct`] over its
+    /// protocol.
+    pub fn path(&self) -> Path {
+        Path::Direct(self.protocol())
+    }
+
+    /// Reads what has arrived without waiting, for a caller that must never
+    /// block (a timer task on a runtime, say). Like [`Read::read`], except
+    /// that it returns [`io::ErrorKind::WouldBlock`] when no plaintext is
+    /// ready or another thread is reading right now.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` as above; otherwise as [`Read::read`].
+    pub fn read_nonblocking(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read_in(buf, Wait::No)
+    }
+
+    /// Writes without waiting, for a caller that must never block. Like
+    /// [`Write::write`], except that it returns [`io::ErrorKind::WouldBlock`]
+    /// (having taken nothing) when the socket takes nothing now or another
+    /// thread is writing right now. Records it sealed but could only send in
+    /// part go out with the next write or flush.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock` as above; otherwise as [`Write::write`].
+    pub fn write_nonblocking(&self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write_in(buf, Wait::No)
+    }
+
     /// Shuts down reading, writing or both, as `TcpStream::shutdown`. Records
     /// still queued after a timed-out write are sent first.
     ///
@@ -228,13 +276,21 @@ impl Stream {
 
 impl Inner {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_in(buf, Wait::Yes)
+    }
+
+    fn read_in(&self, buf: &mut [u8], wait: Wait) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let mut guard = lock(&self.reader);
+        let mut guard = match wait {
+            Wait::Yes => lock(&self.reader),
+            Wait::No => try_lock(&self.reader)?,
+        };
         let st = &mut *guard;
         loop {
-            if let BlockingCarrier::Tcp(sock) = &self.sock
+            if wait == Wait::Yes
+                && let BlockingCarrier::Tcp(sock) = &self.sock
                 && let Some(len) = st.rx.direct_frame_len(buf.len())
             {
                 return self.read_direct(sock, st, &mut buf[..len]);
@@ -242,11 +298,18 @@ impl Inner {
             if let Some(n) = st.rx.read_plain(&mut st.opener, buf)? {
                 return Ok(n);
             }
-            match self.sock.read(st.rx.spare()) {
+            let got = match wait {
+                Wait::Yes => self.sock.read(st.rx.spare()),
+                Wait::No => self.sock.read_now(st.rx.spare()),
+            };
+            match got {
                 Ok(0) if st.rx.at_frame_boundary() => return Ok(0),
                 Ok(0) => return Err(aio::mid_record_eof(self.peer_addr)),
                 Ok(n) => st.rx.filled(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if wait == Wait::No && e.kind() == io::ErrorKind::WouldBlock => {
+                    return Err(e);
+                }
                 Err(e) => return Err(self.io_error("reading from", e, self.sock.read_timeout())),
             }
         }
@@ -312,9 +375,13 @@ impl Inner {
     }
 
     /// Sends `tx[sent..]`. On error, `sent` says how far it got.
-    fn send_pending(&self, st: &mut WriteState) -> io::Result<()> {
+    fn send_pending(&self, st: &mut WriteState, wait: Wait) -> io::Result<()> {
         while st.sent < st.tx.len() {
-            match self.sock.write(&st.tx[st.sent..]) {
+            let put = match wait {
+                Wait::Yes => self.sock.write(&st.tx[st.sent..]),
+                Wait::No => self.sock.write_now(&st.tx[st.sent..]),
+            };
+            match put {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => st.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -334,10 +401,17 @@ impl Inner {
     }
 
     fn write(&self, data: &[u8]) -> io::Result<usize> {
+        self.write_in(data, Wait::Yes)
+    }
+
+    fn write_in(&self, data: &[u8], wait: Wait) -> io::Result<usize> {
         if data.is_empty() {
             return Ok(0);
         }
-        let mut guard = lock(&self.writer);
+        let mut guard = match wait {
+            Wait::Yes => lock(&self.writer),
+            Wait::No => try_lock(&self.writer)?,
+        };
         let st = &mut *guard;
         if let Some(kind) = st.broken {
             return Err(io::Error::new(
@@ -349,18 +423,24 @@ impl Inner {
             ));
         }
         // Records left over from a timed-out write go first.
-        if let Err(e) = self.send_pending(st) {
+        if let Err(e) = self.send_pending(st, wait) {
+            if wait == Wait::No && e.kind() == io::ErrorKind::WouldBlock {
+                return Err(e);
+            }
             return Err(self.write_failed(st, e));
         }
         let nonce = st.sealer.nonce();
         let taken = st.sealer.seal(data, &mut st.tx, WRITE_BATCH);
-        match self.send_pending(st) {
+        match self.send_pending(st, wait) {
             Ok(()) => Ok(taken),
             // Nothing reached the wire: take the records back and report the
             // timeout; the caller may retry the same bytes.
             Err(e) if Self::is_timeout(&e) && st.sent == 0 => {
                 st.sealer.rewind_to(nonce);
                 st.tx.clear();
+                if wait == Wait::No {
+                    return Err(e);
+                }
                 Err(self.io_error("writing to", e, self.sock.write_timeout()))
             }
             // Part of the records went out: the bytes are accepted, the rest
@@ -380,7 +460,8 @@ impl Inner {
     fn flush(&self) -> io::Result<()> {
         let mut guard = lock(&self.writer);
         let st = &mut *guard;
-        self.send_pending(st).map_err(|e| self.write_failed(st, e))
+        self.send_pending(st, Wait::Yes)
+            .map_err(|e| self.write_failed(st, e))
     }
 
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {

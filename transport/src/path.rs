@@ -1,0 +1,41 @@
+//! How a stream is carried.
+
+use std::fmt;
+
+use crate::endpoint::Protocol;
+
+/// How a stream reaches its peer: over which kind of path and which carrier
+/// protocol. Later kinds of path (hole-punched, through a port mapping,
+/// relayed) are added as new variants, so match with a wildcard arm.
+///
+/// ```
+/// use transport::{Path, Protocol};
+///
+/// let p = Path::Direct(Protocol::Tcp);
+/// assert_eq!(p.protocol(), Protocol::Tcp);
+/// assert_eq!(p.to_string(), "direct over tcp");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Path {
+    /// Dialled straight to a listener's endpoint (on the LAN or beyond),
+    /// whichever side dialled.
+    Direct(Protocol),
+}
+
+impl Path {
+    /// The carrier protocol under the encryption.
+    pub const fn protocol(&self) -> Protocol {
+        match self {
+            Path::Direct(p) => *p,
+        }
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Direct(p) => write!(f, "direct over {p}"),
+        }
+    }
+}
