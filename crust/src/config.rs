@@ -560,10 +560,27 @@ fn ser_listen<S: Serializer>(v: &[ListenEndpoint], s: S) -> std::result::Result<
 fn de_listen<'de, D: Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Vec<ListenEndpoint>, D::Error> {
-    let v = Vec::<String>::deserialize(d)?;
-    v.iter()
-        .map(|s| s.parse().map_err(serde::de::Error::custom))
-        .collect()
+    // Element by element, so an error points at the line of the bad one.
+    struct Endpoints;
+    impl<'de> serde::de::Visitor<'de> for Endpoints {
+        type Value = Vec<ListenEndpoint>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of listen endpoints such as \"tcp://0.0.0.0:5483\"")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(s.parse().map_err(serde::de::Error::custom)?);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Endpoints)
 }
 
 mod millis {

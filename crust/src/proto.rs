@@ -50,7 +50,8 @@ pub const MAX_NETWORK_NAME: usize = 64;
 /// The most endpoints a hello or beacon carries.
 pub const MAX_ENDPOINTS: usize = 16;
 /// The largest hello body.
-pub const MAX_HELLO_LEN: usize = 1 + 1 + MAX_NETWORK_NAME + 1 + MAX_ENDPOINTS * ENDPOINT_MAX_LEN;
+pub const MAX_HELLO_LEN: usize =
+    1 + 1 + MAX_NETWORK_NAME + 4 + 1 + MAX_ENDPOINTS * ENDPOINT_MAX_LEN;
 /// The longest reason a reject frame carries.
 pub const MAX_REASON_LEN: usize = 255;
 /// Bytes in a message frame's header.
@@ -205,16 +206,36 @@ pub fn encode_reject(code: RejectCode, reason: &str, out: &mut Vec<u8>) {
 /// name and the endpoints it accepts connections on (addresses and
 /// protocols; the key is the one the transport proved).
 ///
-/// Body layout: `version: u8`, `name_len: u8`, name (UTF-8), `count: u8`,
-/// then `count` endpoints as in [`encode_endpoint_addrs`].
+/// Body layout: `version: u8`, `name_len: u8`, name (UTF-8),
+/// `inactivity_timeout_ms: u32 BE`, `count: u8`, then `count` endpoints as
+/// in [`encode_endpoint_addrs`].
+///
+/// The inactivity timeout tells the peer how often it must heartbeat: each
+/// side heartbeats at least three times per the other's timeout (see
+/// [`heartbeat_period_for`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
     /// The sender's crust version.
     pub version: u8,
     /// The sender's network name.
     pub network: String,
+    /// After how long without hearing from us the sender declares us lost.
+    pub inactivity_timeout: Duration,
     /// Where the sender accepts connections.
     pub listeners: Vec<(Protocol, SocketAddr)>,
+}
+
+/// The heartbeat period to use towards a peer: ours, or a third of the
+/// peer's inactivity timeout if that is shorter (at least 1 ms).
+///
+/// ```
+/// use std::time::Duration;
+/// let s = Duration::from_secs;
+/// assert_eq!(crust::proto::heartbeat_period_for(s(10), s(30)), s(10));
+/// assert_eq!(crust::proto::heartbeat_period_for(s(10), s(3)), s(1));
+/// ```
+pub fn heartbeat_period_for(ours: Duration, peer_inactivity: Duration) -> Duration {
+    ours.min(peer_inactivity / 3).max(Duration::from_millis(1))
 }
 
 impl Hello {
@@ -226,6 +247,8 @@ impl Hello {
         out.extend_from_slice(&[crust_frame::HELLO, 0, 0]);
         out.push(self.version);
         push_name(&self.network, out);
+        let ms = self.inactivity_timeout.as_millis().min(u32::MAX as u128) as u32;
+        out.extend_from_slice(&ms.to_be_bytes());
         encode_endpoint_addrs(&self.listeners, out);
         let len = (out.len() - start - 3) as u16;
         out[start + 1..start + 3].copy_from_slice(&len.to_be_bytes());
@@ -240,6 +263,11 @@ impl Hello {
         let mut r = Reader(body);
         let version = r.u8("hello version")?;
         let network = r.name()?;
+        let ms = r.take(4, "inactivity timeout")?;
+        let ms = u32::from_be_bytes([ms[0], ms[1], ms[2], ms[3]]);
+        if ms == 0 {
+            return Err(FrameError::Malformed("an inactivity timeout of 0"));
+        }
         let listeners = decode_endpoint_addrs(&mut r)?;
         if !r.0.is_empty() {
             return Err(FrameError::Malformed("trailing bytes after the hello"));
@@ -247,6 +275,7 @@ impl Hello {
         Ok(Hello {
             version,
             network,
+            inactivity_timeout: Duration::from_millis(ms.into()),
             listeners,
         })
     }
@@ -545,6 +574,7 @@ mod tests {
         Hello {
             version: CRUST_VERSION,
             network: "net".into(),
+            inactivity_timeout: Duration::from_secs(30),
             listeners: vec![
                 (Protocol::Tcp, "192.0.2.1:5483".parse().unwrap()),
                 (Protocol::Utp, "[2001:db8::1]:5484".parse().unwrap()),
@@ -569,11 +599,15 @@ mod tests {
         let h = Hello {
             version: 1,
             network: "ab".into(),
+            inactivity_timeout: Duration::from_secs(30),
             listeners: vec![(Protocol::Tcp, "192.0.2.1:5483".parse().unwrap())],
         };
         let mut wire = Vec::new();
         h.encode(&mut wire);
-        assert_eq!(hex::encode(&wire), "12000d01026162010004c0000201156b");
+        assert_eq!(
+            hex::encode(&wire),
+            "1200110102616200007530010004c0000201156b"
+        );
     }
 
     #[test]
@@ -595,13 +629,32 @@ mod tests {
             Err(FrameError::UnknownType(0x3f))
         );
         // A hello whose endpoint count exceeds the maximum.
-        let wire = [crust_frame::HELLO, 0, 4, 1, 0, 17, 0];
+        let wire = [crust_frame::HELLO, 0, 8, 1, 0, 0, 0, 0, 1, 17, 0];
         assert!(matches!(
             decode_frame(&wire, 10),
             Err(FrameError::Malformed(_))
         ));
         // A hello announcing port 0.
-        let wire = [crust_frame::HELLO, 0, 10, 1, 0, 1, 0, 4, 1, 2, 3, 4, 0, 0];
+        let wire = [
+            crust_frame::HELLO,
+            0,
+            14,
+            1,
+            0,
+            0,
+            0,
+            0,
+            1,
+            1,
+            0,
+            4,
+            1,
+            2,
+            3,
+            4,
+            0,
+            0,
+        ];
         assert!(matches!(
             decode_frame(&wire, 10),
             Err(FrameError::Malformed(_))

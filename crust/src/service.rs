@@ -254,8 +254,10 @@ impl Service {
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let stun = SimpleUdpHolePunchServer::bind(SocketAddr::new(stun_ip, 0), None)
             .map_err(|e| Error::io("starting the STUN server", os_err(e)))?;
-        let tick =
-            (config.heartbeat_period / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        // Often enough for a peer whose inactivity timeout is shorter than
+        // ours (heartbeats then go at a third of it).
+        let tick = (config.heartbeat_period / 4)
+            .clamp(Duration::from_millis(10), Duration::from_millis(250));
         let (incoming_tx, incoming_rx) = mpsc::channel(config.limits.accept_queue);
         let (beacon_tx, beacon_rx) = mpsc::channel(BEACON_QUEUE);
         let shared = Arc::new(Shared {
@@ -272,6 +274,7 @@ impl Service {
             hello: Arc::new(Mutex::new(Hello {
                 version: CRUST_VERSION,
                 network: config.network_name.clone(),
+                inactivity_timeout: config.inactivity_timeout,
                 listeners: Vec::new(),
             })),
             config,
@@ -358,6 +361,7 @@ impl Shared {
         Hello {
             version: CRUST_VERSION,
             network: self.config.network_name.clone(),
+            inactivity_timeout: self.config.inactivity_timeout,
             listeners: self
                 .endpoints()
                 .iter()
@@ -596,7 +600,8 @@ async fn admit(mut t: transport::aio::Stream, ctx: &AcceptCtx, peer: Endpoint) -
         .map(|&(p, a)| Endpoint::new(p, a, peer.public_key))
         .collect();
     let t = transport::Stream::from_aio(t).map_err(io)?;
-    let inner = Arc::new(Inner::new(t, peer, listeners, ctx.settings, guard));
+    let settings = ctx.settings.towards(&hello);
+    let inner = Arc::new(Inner::new(t, peer, listeners, settings, guard));
     ctx.heart.register(&inner);
     log::info!("accepted {peer}");
     permit.send(inner);
@@ -708,7 +713,13 @@ async fn dial(ctx: DialCtx, ep: Endpoint, timeout: Duration) -> Result<Inner> {
             .collect();
         let t = transport::Stream::from_aio(t)
             .map_err(|e| Error::io(format!("taking over the stream to {ep}"), e))?;
-        Ok(Inner::new(t, ep, listeners, ctx.settings, guard))
+        Ok(Inner::new(
+            t,
+            ep,
+            listeners,
+            ctx.settings.towards(&theirs),
+            guard,
+        ))
     };
     tokio::time::timeout(timeout, attempt)
         .await

@@ -108,6 +108,20 @@ pub(crate) struct StreamSettings {
     pub(crate) inactivity_timeout: Duration,
 }
 
+impl StreamSettings {
+    /// The settings towards a peer that sent `hello`: heartbeat often
+    /// enough for its inactivity timeout.
+    pub(crate) fn towards(self, hello: &proto::Hello) -> StreamSettings {
+        StreamSettings {
+            heartbeat_period: proto::heartbeat_period_for(
+                self.heartbeat_period,
+                hello.inactivity_timeout,
+            ),
+            ..self
+        }
+    }
+}
+
 impl ReadState {
     fn pending(&self) -> &[u8] {
         &self.buf[self.start..self.end]
