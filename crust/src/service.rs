@@ -252,8 +252,7 @@ impl Service {
         let stun_ip = config
             .mapping_local_ip
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let stun = SimpleUdpHolePunchServer::bind(SocketAddr::new(stun_ip, 0), None)
-            .map_err(|e| Error::io("starting the STUN server", os_err(e)))?;
+        let stun = start_stun(stun_ip)?;
         // Often enough for a peer whose inactivity timeout is shorter than
         // ours (heartbeats then go at a third of it).
         let tick = (config.heartbeat_period / 4)
@@ -317,6 +316,19 @@ impl Service {
 /// The other crates' errors as `io::Error` (they convert into it).
 fn os_err(e: impl Into<std::io::Error>) -> std::io::Error {
     e.into()
+}
+
+/// Our STUN server on a free port. It takes the same port for UDP and TCP,
+/// and a free UDP port may be taken for TCP: try a few.
+fn start_stun(ip: std::net::IpAddr) -> Result<SimpleUdpHolePunchServer> {
+    let mut attempt = 0;
+    loop {
+        match SimpleUdpHolePunchServer::bind(SocketAddr::new(ip, 0), None).map_err(os_err) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 16 => attempt += 1,
+            Err(e) => return Err(Error::io(format!("starting the STUN server on {ip}"), e)),
+        }
+    }
 }
 
 fn load_identity(config: &Config) -> Result<Identity> {

@@ -19,7 +19,10 @@ fn threads() -> usize {
 fn settle(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !f() {
-        assert!(Instant::now() < deadline, "{what} never returned to baseline");
+        assert!(
+            Instant::now() < deadline,
+            "{what} never returned to baseline"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -17,7 +17,11 @@ use crust::{Config, Endpoint, Error, Limits, Protocol, Service};
 fn beacon_port() -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    30_000 + ((std::process::id() as u16).wrapping_mul(31).wrapping_add(n * 7)) % 20_000
+    30_000
+        + ((std::process::id() as u16)
+            .wrapping_mul(31)
+            .wrapping_add(n * 7))
+            % 20_000
 }
 
 fn config(network: &str) -> Config {
@@ -145,9 +149,7 @@ fn sixteen_connects_at_once_never_wait_on_each_other() {
 #[test]
 fn beacon_finds_peers_of_our_network_only() {
     let port = beacon_port();
-    let mk = |net: &str| {
-        Service::new_from_config(config(net).beacon_port(port)).unwrap()
-    };
+    let mk = |net: &str| Service::new_from_config(config(net).beacon_port(port)).unwrap();
     let mut a = mk("beacon-net");
     let b = mk("beacon-net");
     let other = mk("some-other-net");
@@ -237,7 +239,10 @@ fn a_silent_peer_is_declared_lost() {
     }
     // Lost within the timeout plus one heartbeat period (the bound the
     // design states), measured from the last bytes it sent.
-    assert!(took <= Duration::from_millis(400 + 50 + 200), "took {took:?}");
+    assert!(
+        took <= Duration::from_millis(400 + 50 + 200),
+        "took {took:?}"
+    );
     // The next call says the same.
     assert!(matches!(t.recv(), Err(Error::PeerLost { .. })));
     assert!(matches!(t.send(b"x"), Err(Error::PeerLost { .. })));
@@ -267,9 +272,7 @@ fn raw_hello_client(ep: &Endpoint, network: &str) -> transport::Stream {
 
 #[test]
 fn oversized_messages_are_refused_on_both_sides() {
-    let small = config("sizes")
-        .beacon_enabled(false)
-        .max_message_size(1024);
+    let small = config("sizes").beacon_enabled(false).max_message_size(1024);
     let big = small.clone().max_message_size(1 << 20);
     let a = Service::new_from_config(small).unwrap();
     let b = Service::new_from_config(big).unwrap();
@@ -277,15 +280,36 @@ fn oversized_messages_are_refused_on_both_sides() {
     let s = a.controller.connect(&endpoint(&b, Protocol::Tcp)).unwrap();
     let t = b.acceptor.accept().unwrap();
     let e = s.send(&[0; 1025]).unwrap_err();
-    assert!(matches!(e, Error::MessageTooLarge { len: 1025, max: 1024 }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::MessageTooLarge {
+                len: 1025,
+                max: 1024
+            }
+        ),
+        "{e}"
+    );
     s.send(&[1; 1024]).unwrap();
     assert_eq!(t.recv().unwrap(), vec![1; 1024]);
     // Receiving: the peer (with a larger maximum) sends 2 KiB; we close
     // that stream with a clear error and keep serving others.
     t.send(&[2; 2048]).unwrap();
     let e = s.recv().unwrap_err();
-    assert!(matches!(e, Error::MessageTooLarge { len: 2048, max: 1024 }), "{e}");
-    assert!(matches!(t.recv(), Err(Error::Closed(_)) | Err(Error::Io { .. })));
+    assert!(
+        matches!(
+            e,
+            Error::MessageTooLarge {
+                len: 2048,
+                max: 1024
+            }
+        ),
+        "{e}"
+    );
+    assert!(matches!(
+        t.recv(),
+        Err(Error::Closed(_)) | Err(Error::Io { .. })
+    ));
     let again = b.controller.connect(&endpoint(&a, Protocol::Tcp)).unwrap();
     let u = a.acceptor.accept().unwrap();
     again.send(b"fine").unwrap();
@@ -300,7 +324,11 @@ fn malformed_frames_close_that_stream_only() {
     let ep = endpoint(&a, Protocol::Tcp);
     let good = good_peer.controller.connect(&ep).unwrap();
     let good_there = a.acceptor.accept().unwrap();
-    for junk in [&[0x3f_u8][..], &[0x12, 0, 0], &[0x10, 0xff, 0xff, 0xff, 0xff]] {
+    for junk in [
+        &[0x3f_u8][..],
+        &[0x12, 0, 0],
+        &[0x10, 0xff, 0xff, 0xff, 0xff],
+    ] {
         let mut raw = raw_hello_client(&ep, "malformed");
         let t = a.acceptor.accept().unwrap();
         raw.write_all(junk).unwrap();
@@ -330,7 +358,11 @@ fn a_hello_of_another_network_is_refused_at_accept() {
             reason: "right".into()
         }
     );
-    assert!(a.acceptor.accept_timeout(Duration::from_millis(200)).is_err());
+    assert!(
+        a.acceptor
+            .accept_timeout(Duration::from_millis(200))
+            .is_err()
+    );
 }
 
 #[test]
@@ -398,7 +430,11 @@ fn invalid_config_files_name_field_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     for (text, field, line) in [
         ("{\n  \"network_nam\": \"x\"\n}", "network_nam", 2),
-        ("{\n  \"beacon\": {\n    \"port\": \"five\"\n  }\n}", "beacon.port", 3),
+        (
+            "{\n  \"beacon\": {\n    \"port\": \"five\"\n  }\n}",
+            "beacon.port",
+            3,
+        ),
         ("{\n\n  \"listen\": [\"tcp://127.0.0.1\"]\n}", "listen", 3),
     ] {
         let path = dir.path().join("bad.json");
@@ -437,7 +473,9 @@ fn listeners_can_be_added_and_removed() {
     let added = all.last().unwrap().clone();
     let ep = added.known_endpoints()[0].endpoint;
     drop(b.controller.connect(&ep).unwrap());
-    a.controller.remove_listener(added.local_endpoint()).unwrap();
+    a.controller
+        .remove_listener(added.local_endpoint())
+        .unwrap();
     assert_eq!(a.controller.accepting_endpoints().len(), before);
     let e = b.controller.connect(&ep).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
