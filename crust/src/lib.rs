@@ -91,3 +91,9 @@ pub use service::{
 };
 pub use stream::{Receiver, Sender, Stream};
 pub use transport::{Endpoint, ListenEndpoint, Path, Protocol, PublicKey};
+
+/// The README's code blocks, compiled and run as doctests so the first code
+/// a newcomer copies cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
