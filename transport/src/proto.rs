@@ -499,24 +499,39 @@ impl Sealer {
         let mut added = 0;
         while taken < plaintext.len() && (added == 0 || added < budget) {
             let chunk = &plaintext[taken..][..(plaintext.len() - taken).min(MAX_RECORD_PLAINTEXT)];
-            let ct_len = chunk.len() + TAG_LEN;
-            let start = out.len();
-            out.resize(start + 2 + ct_len, 0);
-            out[start..start + 2].copy_from_slice(&(ct_len as u16).to_be_bytes());
-            let body = &mut out[start + 2..start + 2 + chunk.len()];
-            body.copy_from_slice(chunk);
-            // Invariant: ring refuses only inputs longer than ChaCha20's
-            // 256 GiB limit; a record is at most 64 KiB.
-            let tag = self
-                .key
-                .seal_in_place_separate_tag(noise_nonce(self.nonce), Aad::empty(), body)
-                .expect("sealing a record of valid size cannot fail");
-            out[start + 2 + chunk.len()..start + 2 + ct_len].copy_from_slice(tag.as_ref());
-            self.nonce += 1;
+            self.seal_one(chunk, out);
             taken += chunk.len();
-            added += 2 + ct_len;
+            added += 2 + chunk.len() + TAG_LEN;
         }
         taken
+    }
+
+    /// Appends one empty record: the length prefix and the 16-byte tag,
+    /// no payload. Valid Noise, and receivers skip it (it is never read as
+    /// end of stream); crust itself never sends one (its heartbeats are
+    /// crust frames), but other implementations may.
+    pub fn seal_empty(&mut self, out: &mut Vec<u8>) {
+        self.seal_one(&[], out);
+    }
+
+    /// Appends one record carrying `chunk` (at most
+    /// [`MAX_RECORD_PLAINTEXT`] bytes).
+    fn seal_one(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        debug_assert!(chunk.len() <= MAX_RECORD_PLAINTEXT);
+        let ct_len = chunk.len() + TAG_LEN;
+        let start = out.len();
+        out.resize(start + 2 + ct_len, 0);
+        out[start..start + 2].copy_from_slice(&(ct_len as u16).to_be_bytes());
+        let body = &mut out[start + 2..start + 2 + chunk.len()];
+        body.copy_from_slice(chunk);
+        // Invariant: ring refuses only inputs longer than ChaCha20's
+        // 256 GiB limit; a record is at most 64 KiB.
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(noise_nonce(self.nonce), Aad::empty(), body)
+            .expect("sealing a record of valid size cannot fail");
+        out[start + 2 + chunk.len()..start + 2 + ct_len].copy_from_slice(tag.as_ref());
+        self.nonce += 1;
     }
 }
 
@@ -685,7 +700,9 @@ impl RecvBuf {
 
     /// Completes a direct read: `body` is the whole frame body, `next` the
     /// 0 to 2 bytes read after it. Decrypts in place and returns the
-    /// plaintext length (the plaintext is the start of `body`).
+    /// plaintext length (the plaintext is the start of `body`). The length
+    /// is `0` for an empty record: the caller must then read on, not report
+    /// end of stream.
     ///
     /// # Errors
     ///
@@ -718,7 +735,9 @@ impl RecvBuf {
 
     /// Moves plaintext into `out`: first what is left of a decrypted record,
     /// then as many whole buffered frames as fit. `Ok(None)` means more
-    /// ciphertext is needed first (or `out` is empty).
+    /// ciphertext is needed first (or `out` is empty); it never returns
+    /// `Ok(Some(0))`: empty records (a tag and no payload) are consumed and
+    /// skipped.
     ///
     /// # Errors
     ///
@@ -764,13 +783,16 @@ impl RecvBuf {
                     self.start += 2 + len;
                     if direct {
                         written += n;
-                    } else {
+                    } else if n > 0 {
                         let give = n.min(out.len());
                         out[..give].copy_from_slice(&self.plain[..give]);
                         self.plain_start = give;
                         self.plain_end = n;
                         return Ok(Some(give));
                     }
+                    // An empty record (the tag alone) is valid Noise and
+                    // carries nothing: skip it, never report it as `0`
+                    // bytes, which a reader would take for end of stream.
                 }
                 Err(e) => {
                     self.failed = Some(e.clone());
@@ -925,6 +947,60 @@ mod tests {
         feed(&mut rx, &wire[1100..]);
         let n = rx.read_plain(&mut open, &mut out).unwrap().unwrap();
         assert_eq!(&out[..n], &[2u8; 500][..]);
+    }
+
+    #[test]
+    fn empty_records_are_skipped_never_read_as_zero_bytes() {
+        let (a, b) = pair();
+        let (_, mut seal) = a.split();
+        let (mut open, _) = b.split();
+        let mut wire = Vec::new();
+        seal.seal_empty(&mut wire);
+        assert_eq!(wire.len(), 2 + TAG_LEN);
+        seal.seal(b"ab", &mut wire, usize::MAX);
+        seal.seal_empty(&mut wire);
+        seal.seal_empty(&mut wire);
+        seal.seal(b"cdef", &mut wire, usize::MAX);
+        seal.seal_empty(&mut wire);
+        // Every buffer size, the small ones (under a tag) included.
+        for size in [1, 3, 15, 16, 17, 64] {
+            let mut open = open.clone();
+            let mut rx = RecvBuf::new();
+            feed(&mut rx, &wire);
+            let mut out = vec![0u8; size];
+            let mut got = Vec::new();
+            while let Some(n) = rx.read_plain(&mut open, &mut out).unwrap() {
+                assert_ne!(n, 0, "buffer of {size}: an empty record read as 0 bytes");
+                got.extend_from_slice(&out[..n]);
+            }
+            assert_eq!(got, b"abcdef", "buffer of {size}");
+            assert!(rx.at_frame_boundary(), "buffer of {size}");
+        }
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire);
+        let mut sink = [0u8; 64];
+        while rx.read_plain(&mut open, &mut sink).unwrap().is_some() {}
+        // Only empty records buffered: more ciphertext is needed, not EOF.
+        let mut wire = Vec::new();
+        seal.seal_empty(&mut wire);
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire);
+        let mut out = [0u8; 4];
+        let mut o = open.clone();
+        assert_eq!(rx.read_plain(&mut o, &mut out), Ok(None));
+        assert!(rx.at_frame_boundary(), "the empty record was consumed");
+        // The direct path, the length prefix alone: finish_direct says 0
+        // (the driver reads on) and the stream goes on.
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire[..2]);
+        assert_eq!(rx.direct_frame_len(64), Some(TAG_LEN));
+        let mut body = wire[2..].to_vec();
+        assert_eq!(rx.finish_direct(&mut open, &mut body, &[]), Ok(0));
+        let mut next = Vec::new();
+        seal.seal(b"g", &mut next, usize::MAX);
+        feed(&mut rx, &next);
+        assert_eq!(rx.read_plain(&mut open, &mut out), Ok(Some(1)));
+        assert_eq!(out[0], b'g');
     }
 
     #[test]
