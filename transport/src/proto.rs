@@ -10,11 +10,16 @@
 //!    binds the protocol name, version and carrier (`tcp`/`utp`), so peers of
 //!    another version or carrier fail the handshake cleanly.
 //! 2. The responder answers `0 ‖ noise_msg2` on success, or a rejection
-//!    `code ‖ detail` and closes: [`REJECT_VERSION`] (detail: its version)
-//!    when the versions differ, [`REJECT_KEY`] when it cannot decrypt the
-//!    first message, which means the initiator dialled a key the responder
-//!    does not hold. A first frame without [`MAGIC`] is not ours and gets no
-//!    answer.
+//!    `code ‖ detail` and closes, the code from the one registry
+//!    ([`RejectCode`]): [`RejectCode::Version`] (detail: its version)
+//!    when the versions differ, [`RejectCode::Key`] when it cannot decrypt
+//!    the first message, which means the initiator dialled a key the
+//!    responder does not hold. A code the initiator does not know decodes to
+//!    [`HandshakeError::Rejected`] ("unknown rejection N"). A first frame
+//!    without [`MAGIC`] is not ours and gets no answer.
+//!
+//! `docs/wire.md` in the repository writes every byte down, with worked
+//! examples that the tests check against this code.
 //! 3. Then each record is one frame holding one Noise transport message:
 //!    ChaCha20-Poly1305 ciphertext with a 16-byte tag, at most
 //!    [`MAX_FRAME_LEN`] bytes. Nonces count up from zero in each direction,
@@ -54,16 +59,22 @@ use zeroize::Zeroize;
 
 use crate::endpoint::Protocol;
 use crate::identity::{Identity, PublicKey};
+use crate::wire::RejectCode;
 
 /// The first four bytes of every crust transport connection.
 pub const MAGIC: [u8; 4] = *b"CRST";
 /// The transport protocol version this crate speaks.
 pub const VERSION: u8 = 1;
-/// Rejection code: the responder speaks another version (detail: its version).
-pub const REJECT_VERSION: u8 = 1;
+/// The status byte of a responder's answer that accepts the handshake; any
+/// other value is a rejection code ([`RejectCode`]).
+pub const ACCEPTED: u8 = 0;
+/// Rejection code: the responder speaks another version (detail: its
+/// version). An alias of [`RejectCode::Version`] in the registry.
+pub const REJECT_VERSION: u8 = RejectCode::Version.to_u8();
 /// Rejection code: the responder could not decrypt the first message, so the
-/// initiator dialled a key the responder does not hold.
-pub const REJECT_KEY: u8 = 2;
+/// initiator dialled a key the responder does not hold. An alias of
+/// [`RejectCode::Key`] in the registry.
+pub const REJECT_KEY: u8 = RejectCode::Key.to_u8();
 /// The largest frame body (a Noise message).
 pub const MAX_FRAME_LEN: usize = 65535;
 /// The authentication tag every record carries.
@@ -98,10 +109,12 @@ pub enum HandshakeError {
     /// The responder does not hold the key we dialled (it said so, or we,
     /// as responder, could not decrypt the first message).
     KeyMismatch,
-    /// The peer rejected the handshake with a code we do not know.
+    /// The peer rejected the handshake for another reason than a version or
+    /// key mismatch (busy, a limit, ...), or with a code this version does
+    /// not know ([`RejectCode::Unknown`]).
     Rejected {
-        /// The rejection code.
-        code: u8,
+        /// The rejection code, from the registry.
+        code: RejectCode,
     },
     /// A handshake frame is malformed; the text says how.
     Malformed(String),
@@ -121,7 +134,7 @@ impl fmt::Display for HandshakeError {
                 "peer key mismatch: the responder does not hold the key the initiator dialled",
             ),
             HandshakeError::Rejected { code } => {
-                write!(f, "the peer rejected the handshake (code {code})")
+                write!(f, "the peer rejected the handshake: {code}")
             }
             HandshakeError::Malformed(why) => write!(f, "malformed handshake: {why}"),
         }
@@ -249,15 +262,14 @@ impl Initiator {
         let (&status, rest) = body
             .split_first()
             .ok_or_else(|| HandshakeError::Malformed("empty answer frame".into()))?;
-        match status {
-            0 => {}
-            REJECT_VERSION => {
-                return Err(HandshakeError::VersionMismatch {
+        if status != ACCEPTED {
+            return Err(match RejectCode::from_u8(status) {
+                RejectCode::Version => HandshakeError::VersionMismatch {
                     theirs: rest.first().copied().unwrap_or(0),
-                });
-            }
-            REJECT_KEY => return Err(HandshakeError::KeyMismatch),
-            code => return Err(HandshakeError::Rejected { code }),
+                },
+                RejectCode::Key => HandshakeError::KeyMismatch,
+                code => HandshakeError::Rejected { code },
+            });
         }
         if rest.len() < IK_MSG2_LEN {
             return Err(HandshakeError::Malformed(format!(
@@ -318,7 +330,7 @@ impl Responder {
             return Err(reject(
                 HandshakeError::VersionMismatch { theirs },
                 Some(framed(2, |b| {
-                    b[0] = REJECT_VERSION;
+                    b[0] = RejectCode::Version.to_u8();
                     b[1] = VERSION;
                     2
                 })),
@@ -352,7 +364,7 @@ impl Responder {
                 return Err(reject(
                     HandshakeError::KeyMismatch,
                     Some(framed(1, |b| {
-                        b[0] = REJECT_KEY;
+                        b[0] = RejectCode::Key.to_u8();
                         1
                     })),
                 ));
@@ -371,7 +383,7 @@ impl Responder {
             .ok_or_else(|| reject(HandshakeError::Malformed("no initiator key".into()), None))?;
         let mut result = Ok(());
         let reply = framed(1 + IK_MSG2_LEN, |b| {
-            b[0] = 0;
+            b[0] = ACCEPTED;
             match hs.write_message(&[], &mut b[1..]) {
                 Ok(n) => 1 + n,
                 Err(e) => {
@@ -1072,6 +1084,38 @@ mod tests {
         assert_eq!(
             i.finish(&reply[2..]).err(),
             Some(HandshakeError::KeyMismatch)
+        );
+    }
+
+    #[test]
+    fn unknown_and_other_rejection_codes_decode_clearly() {
+        let (a, b) = (Identity::generate(), Identity::generate());
+        for (code, text) in [
+            (
+                200u8,
+                "the peer rejected the handshake: unknown rejection 200",
+            ),
+            (3, "the peer rejected the handshake: busy"),
+            (
+                255,
+                "the peer rejected the handshake: unknown rejection 255",
+            ),
+        ] {
+            let (i, _) = Initiator::start(&a, &b.public_key(), Protocol::Tcp, b"").unwrap();
+            let err = i.finish(&[code, 1, 2, 3]).err().unwrap();
+            assert_eq!(
+                err,
+                HandshakeError::Rejected {
+                    code: RejectCode::from_u8(code)
+                }
+            );
+            assert_eq!(err.to_string(), text);
+        }
+        // A bare code with no detail never panics.
+        let (i, _) = Initiator::start(&a, &b.public_key(), Protocol::Tcp, b"").unwrap();
+        assert_eq!(
+            i.finish(&[REJECT_VERSION]).err(),
+            Some(HandshakeError::VersionMismatch { theirs: 0 })
         );
     }
 
