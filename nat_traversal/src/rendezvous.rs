@@ -260,3 +260,40 @@ pub fn gen_rendezvous_info_with(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WIRE_MD: &str = include_str!("../../docs/wire.md");
+
+    fn example() -> PubRendezvousInfo {
+        PubRendezvousInfo {
+            version: RENDEZVOUS_VERSION,
+            endpoints: vec![
+                "203.0.113.5:4000".parse().unwrap(),
+                "[2001:db8::1]:4001".parse().unwrap(),
+            ],
+            secret: std::array::from_fn(|i| i as u8),
+            nat: NatBehaviour {
+                mapping: Mapping::EndpointIndependent,
+                filtering: Filtering::AddressAndPortDependent,
+            },
+        }
+    }
+
+    #[test]
+    fn wire_md_binary_example() {
+        netlab::wire_doc::assert_hex(WIRE_MD, "rendezvous-binary", &example().encode());
+        let doc = netlab::wire_doc::hex(WIRE_MD, "rendezvous-binary");
+        assert_eq!(PubRendezvousInfo::decode(&doc).unwrap(), example());
+    }
+
+    #[test]
+    fn wire_md_json_example() {
+        let doc = netlab::wire_doc::text(WIRE_MD, "rendezvous-json");
+        assert_eq!(serde_json::to_string(&example()).unwrap(), doc.trim());
+        let parsed: PubRendezvousInfo = serde_json::from_str(&doc).unwrap();
+        assert_eq!(parsed, example());
+    }
+}

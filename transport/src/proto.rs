@@ -116,6 +116,12 @@ pub enum HandshakeError {
         /// The rejection code, from the registry.
         code: RejectCode,
     },
+    /// The initiator's payload is longer than [`MAX_HANDSHAKE_PAYLOAD`]
+    /// (a caller's mistake: nothing was sent).
+    PayloadTooLong {
+        /// The payload's length.
+        len: usize,
+    },
     /// A handshake frame is malformed; the text says how.
     Malformed(String),
 }
@@ -136,6 +142,10 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Rejected { code } => {
                 write!(f, "the peer rejected the handshake: {code}")
             }
+            HandshakeError::PayloadTooLong { len } => write!(
+                f,
+                "a handshake payload of {len} bytes is over the limit of {MAX_HANDSHAKE_PAYLOAD}"
+            ),
             HandshakeError::Malformed(why) => write!(f, "malformed handshake: {why}"),
         }
     }
@@ -213,22 +223,38 @@ impl Initiator {
     /// bytes, encrypted) to the responder. Returns the first frame to send,
     /// length prefix included.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// Panics if `payload` is longer than [`MAX_HANDSHAKE_PAYLOAD`]: that is
-    /// a bug in the caller, never network input.
+    /// [`HandshakeError::PayloadTooLong`] if `payload` is longer than
+    /// [`MAX_HANDSHAKE_PAYLOAD`].
     pub fn start(
         local: &Identity,
         remote: &PublicKey,
         protocol: Protocol,
         payload: &[u8],
     ) -> Result<(Initiator, Vec<u8>), HandshakeError> {
-        assert!(
-            payload.len() <= MAX_HANDSHAKE_PAYLOAD,
-            "handshake payload too long"
-        );
+        Initiator::start_with(local, remote, protocol, payload, None)
+    }
+
+    /// [`start`](Initiator::start), with a fixed ephemeral key for the
+    /// worked examples of `docs/wire.md` (tests only).
+    fn start_with(
+        local: &Identity,
+        remote: &PublicKey,
+        protocol: Protocol,
+        payload: &[u8],
+        fixed_ephemeral: Option<&[u8; 32]>,
+    ) -> Result<(Initiator, Vec<u8>), HandshakeError> {
+        if payload.len() > MAX_HANDSHAKE_PAYLOAD {
+            return Err(HandshakeError::PayloadTooLong { len: payload.len() });
+        }
         let p = prologue(protocol);
-        let mut hs = Builder::new(builder_params())
+        let builder = Builder::new(builder_params());
+        let builder = match fixed_ephemeral {
+            Some(e) => builder.fixed_ephemeral_key_for_testing_only(e),
+            None => builder,
+        };
+        let mut hs = builder
             .local_private_key(local.secret_bytes())
             .and_then(|b| b.remote_public_key(remote.as_bytes()))
             .and_then(|b| b.prologue(&p))
@@ -321,6 +347,17 @@ impl Responder {
         protocol: Protocol,
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
+        Responder::respond_with(local, protocol, body, None)
+    }
+
+    /// [`respond`](Responder::respond), with a fixed ephemeral key for the
+    /// worked examples of `docs/wire.md` (tests only).
+    fn respond_with(
+        local: &Identity,
+        protocol: Protocol,
+        body: &[u8],
+        fixed_ephemeral: Option<&[u8; 32]>,
+    ) -> Result<Accepted, Rejection> {
         let reject = |error, reply| Rejection { error, reply };
         if body.len() < MAGIC.len() + 1 || body[..4] != MAGIC {
             return Err(reject(HandshakeError::NotCrust, None));
@@ -347,7 +384,12 @@ impl Responder {
             ));
         }
         let p = prologue(protocol);
-        let mut hs = Builder::new(builder_params())
+        let builder = Builder::new(builder_params());
+        let builder = match fixed_ephemeral {
+            Some(e) => builder.fixed_ephemeral_key_for_testing_only(e),
+            None => builder,
+        };
+        let mut hs = builder
             .local_private_key(local.secret_bytes())
             .and_then(|b| b.prologue(&p))
             .and_then(|b| b.build_responder())
@@ -844,6 +886,104 @@ mod tests {
             rx.filled(n);
             off += n;
         }
+    }
+
+    const WIRE_MD: &str = include_str!("../../docs/wire.md");
+
+    /// The keys of the worked examples in `docs/wire.md`.
+    fn example_keys() -> (Identity, Identity, [u8; 32], [u8; 32]) {
+        (
+            Identity::from_secret_bytes([0x11; 32]),
+            Identity::from_secret_bytes([0x22; 32]),
+            [0x33; 32],
+            [0x44; 32],
+        )
+    }
+
+    #[test]
+    fn wire_md_names_and_prologue() {
+        assert_eq!(
+            netlab::wire_doc::text(WIRE_MD, "noise-name").trim(),
+            NOISE_PARAMS
+        );
+        netlab::wire_doc::assert_hex(WIRE_MD, "prologue-tcp", &prologue(Protocol::Tcp));
+        netlab::wire_doc::assert_hex(WIRE_MD, "prologue-utp", &prologue(Protocol::Utp));
+        let (a, b, _, _) = example_keys();
+        netlab::wire_doc::assert_hex(WIRE_MD, "key-initiator", a.public_key().as_bytes());
+        netlab::wire_doc::assert_hex(WIRE_MD, "key-responder", b.public_key().as_bytes());
+    }
+
+    #[test]
+    fn wire_md_handshake_and_records() {
+        let (a, b, ea, eb) = example_keys();
+        let (init, msg1) =
+            Initiator::start_with(&a, &b.public_key(), Protocol::Tcp, b"", Some(&ea)).unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "handshake-msg1", &msg1);
+        let acc = Responder::respond_with(&b, Protocol::Tcp, &msg1[2..], Some(&eb)).unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "handshake-msg2", &acc.reply);
+        let (_, mut sealer) = init.finish(&acc.reply[2..]).unwrap().split();
+        let mut wire = Vec::new();
+        sealer.seal(b"hello", &mut wire, usize::MAX);
+        netlab::wire_doc::assert_hex(WIRE_MD, "record-hello", &wire);
+        wire.clear();
+        sealer.seal_empty(&mut wire);
+        netlab::wire_doc::assert_hex(WIRE_MD, "record-empty", &wire);
+        // The responder reads both.
+        let (mut opener, _) = acc.session.split();
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &netlab::wire_doc::hex(WIRE_MD, "record-hello"));
+        feed(&mut rx, &netlab::wire_doc::hex(WIRE_MD, "record-empty"));
+        let mut out = [0u8; 64];
+        assert_eq!(rx.read_plain(&mut opener, &mut out), Ok(Some(5)));
+        assert_eq!(&out[..5], b"hello");
+        assert_eq!(rx.read_plain(&mut opener, &mut out), Ok(None));
+    }
+
+    #[test]
+    fn wire_md_rejections() {
+        let (a, b, ea, _) = example_keys();
+        let c = Identity::from_secret_bytes([0x55; 32]);
+        let (_, mut msg1) =
+            Initiator::start_with(&a, &c.public_key(), Protocol::Tcp, b"", Some(&ea)).unwrap();
+        let rej = Responder::respond(&b, Protocol::Tcp, &msg1[2..])
+            .err()
+            .unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "reject-key", &rej.reply.unwrap());
+        msg1[2 + 4] = 2;
+        let rej = Responder::respond(&b, Protocol::Tcp, &msg1[2..])
+            .err()
+            .unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "reject-version", &rej.reply.unwrap());
+        // The registry table in the document matches the code.
+        let table = netlab::wire_doc::text(WIRE_MD, "reject-codes");
+        let mut rows = 0;
+        for line in table.lines().filter(|l| !l.trim().is_empty()) {
+            let (n, name) = line.split_once(' ').unwrap();
+            let code = RejectCode::from_u8(n.trim().parse().unwrap());
+            assert_eq!(format!("{code:?}"), name.trim(), "code {n}");
+            rows += 1;
+        }
+        assert_eq!(rows, 8, "every registered code is in the table");
+        let frames = netlab::wire_doc::text(WIRE_MD, "crust-frame-types");
+        let listed: Vec<u8> = frames
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|h| u8::from_str_radix(h.trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        use crate::wire::crust_frame::*;
+        assert_eq!(listed, [MESSAGE, HEARTBEAT, HELLO, REJECT, CLOSE]);
+    }
+
+    #[test]
+    fn payload_over_the_limit_is_an_error_not_a_panic() {
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let long = [0u8; MAX_HANDSHAKE_PAYLOAD + 1];
+        assert_eq!(
+            Initiator::start(&a, &b.public_key(), Protocol::Tcp, &long).err(),
+            Some(HandshakeError::PayloadTooLong {
+                len: MAX_HANDSHAKE_PAYLOAD + 1
+            })
+        );
     }
 
     #[test]

@@ -28,6 +28,22 @@ use crate::rendezvous::{
 #[cfg(test)]
 mod sim_tests;
 
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn wire_md_example() {
+        const WIRE_MD: &str = include_str!("../../../docs/wire.md");
+        let sender: [u8; SECRET_LEN] = std::array::from_fn(|i| i as u8);
+        let receiver: [u8; SECRET_LEN] = std::array::from_fn(|i| 0x10 + i as u8);
+        let probe = encode_probe(&sender, &receiver, true);
+        netlab::wire_doc::assert_hex(WIRE_MD, "punch-probe", &probe);
+        let doc = netlab::wire_doc::hex(WIRE_MD, "punch-probe");
+        assert_eq!(decode_probe(&doc), Some((sender, receiver, true)));
+    }
+}
+
 /// The four bytes that start every probe.
 pub const PROBE_MAGIC: [u8; 4] = *b"CRHP";
 /// The probe format version.
