@@ -39,6 +39,7 @@
 #![warn(unreachable_pub)]
 
 pub mod aio;
+mod error;
 mod igd;
 mod mapping;
 pub mod punch;
@@ -46,11 +47,11 @@ pub mod rendezvous;
 pub mod stun;
 mod tcp_punch;
 
-use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+pub use error::{Error, PunchError, Result};
 pub use igd::IgdMapping;
 pub use mapping::{
     HolePunchServerAddr, IgdGateway, IgdOutcome, MappedSocketAddr, MappingContext, MappingOptions,
@@ -61,53 +62,6 @@ pub use rendezvous::{
     Filtering, Mapping, NatBehaviour, PrivRendezvousInfo, PubRendezvousInfo, RendezvousDecodeError,
     gen_rendezvous_info, gen_rendezvous_info_with,
 };
-
-/// Why a hole punch failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum PunchError {
-    /// "cannot punch this NAT pair", with a typed reason.
-    CannotPunch(PunchFailure),
-    /// A socket error.
-    Io(io::Error),
-}
-
-impl PunchError {
-    /// The typed reason, when the NAT pair could not be punched.
-    pub fn failure_kind(&self) -> Option<PunchFailureKind> {
-        match self {
-            PunchError::CannotPunch(f) => Some(f.kind),
-            PunchError::Io(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for PunchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PunchError::CannotPunch(p) => p.fmt(f),
-            PunchError::Io(e) => write!(f, "hole punching failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for PunchError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PunchError::CannotPunch(p) => Some(p),
-            PunchError::Io(e) => Some(e),
-        }
-    }
-}
-
-impl From<PunchError> for io::Error {
-    fn from(e: PunchError) -> io::Error {
-        match e {
-            PunchError::CannotPunch(p) => p.into(),
-            PunchError::Io(e) => e,
-        }
-    }
-}
 
 fn to_tokio_udp(socket: UdpSocket) -> io::Result<tokio::net::UdpSocket> {
     socket.set_nonblocking(true)?;
@@ -136,13 +90,13 @@ pub struct MappedUdpSocket {
     /// What happened with the UPnP gateway.
     pub igd_outcome: IgdOutcome,
     /// Each STUN server's answer: the address it saw, or why not.
-    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr, String>)>,
+    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr>)>,
 }
 
 impl MappedUdpSocket {
     /// Binds a new UDP socket (on [`MappingOptions::local_ip`] if set) and
     /// maps it.
-    pub fn new(mc: &MappingContext) -> io::Result<MappedUdpSocket> {
+    pub fn new(mc: &MappingContext) -> Result<MappedUdpSocket> {
         let ip = mc
             .options()
             .local_ip
@@ -154,7 +108,7 @@ impl MappedUdpSocket {
     /// [`MappingOptions::stun`]) and the UPnP gateway. Servers that do not
     /// answer are skipped; with none at all the endpoints are the local
     /// ones.
-    pub fn map(socket: UdpSocket, mc: &MappingContext) -> io::Result<MappedUdpSocket> {
+    pub fn map(socket: UdpSocket, mc: &MappingContext) -> Result<MappedUdpSocket> {
         let mc = mc.clone();
         crust_runtime::block_on(async move {
             let s = to_tokio_udp(socket)?;
@@ -188,7 +142,7 @@ pub struct MappedTcpSocket {
     /// What happened with the UPnP gateway.
     pub igd_outcome: IgdOutcome,
     /// Each STUN server's answer (over TCP): the address it saw, or why not.
-    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr, String>)>,
+    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr>)>,
 }
 
 fn reusable_std_tcp(local: SocketAddr) -> io::Result<socket2::Socket> {
@@ -206,7 +160,7 @@ fn reusable_std_tcp(local: SocketAddr) -> io::Result<socket2::Socket> {
 
 impl MappedTcpSocket {
     /// Binds a new reusable TCP socket and maps it.
-    pub fn new(mc: &MappingContext) -> io::Result<MappedTcpSocket> {
+    pub fn new(mc: &MappingContext) -> Result<MappedTcpSocket> {
         let ip = mc
             .options()
             .local_ip
@@ -216,7 +170,7 @@ impl MappedTcpSocket {
 
     /// Maps a bound reusable socket (its port is what STUN servers see, from
     /// other sockets bound to the same port).
-    pub fn map(socket: socket2::Socket, mc: &MappingContext) -> io::Result<MappedTcpSocket> {
+    pub fn map(socket: socket2::Socket, mc: &MappingContext) -> Result<MappedTcpSocket> {
         let local = socket
             .local_addr()?
             .as_socket()
@@ -256,7 +210,7 @@ impl PunchedUdpSocket {
         socket: UdpSocket,
         our_priv: PrivRendezvousInfo,
         their_pub: PubRendezvousInfo,
-    ) -> Result<PunchedUdpSocket, PunchError> {
+    ) -> Result<PunchedUdpSocket> {
         PunchedUdpSocket::punch_hole_with(socket, our_priv, their_pub, &PunchConfig::default())
     }
 
@@ -266,19 +220,19 @@ impl PunchedUdpSocket {
         our_priv: PrivRendezvousInfo,
         their_pub: PubRendezvousInfo,
         cfg: &PunchConfig,
-    ) -> Result<PunchedUdpSocket, PunchError> {
+    ) -> Result<PunchedUdpSocket> {
         let cfg = cfg.clone();
         crust_runtime::block_on(async move {
-            let s = to_tokio_udp(socket).map_err(PunchError::Io)?;
+            let s = to_tokio_udp(socket).map_err(Error::io("hole punching"))?;
             let r = aio::punch_hole(&s, &our_priv, &their_pub, &cfg).await?;
             Ok(PunchedUdpSocket {
-                socket: to_std_udp(s).map_err(PunchError::Io)?,
+                socket: to_std_udp(s).map_err(Error::io("hole punching"))?,
                 peer_addr: r.peer_addr,
                 elapsed: r.elapsed,
                 probes_sent: r.probes_sent,
             })
         })
-        .map_err(PunchError::Io)?
+        .map_err(Error::io("hole punching"))?
     }
 }
 
@@ -289,7 +243,7 @@ pub fn tcp_punch_hole(
     socket: socket2::Socket,
     our_priv: PrivRendezvousInfo,
     their_pub: PubRendezvousInfo,
-) -> Result<TcpStream, PunchError> {
+) -> Result<TcpStream> {
     tcp_punch_hole_with(socket, our_priv, their_pub, &PunchConfig::default())
 }
 
@@ -299,19 +253,23 @@ pub fn tcp_punch_hole_with(
     our_priv: PrivRendezvousInfo,
     their_pub: PubRendezvousInfo,
     cfg: &PunchConfig,
-) -> Result<TcpStream, PunchError> {
+) -> Result<TcpStream> {
     let cfg = cfg.clone();
-    socket.listen(16).map_err(PunchError::Io)?;
-    socket.set_nonblocking(true).map_err(PunchError::Io)?;
+    socket.listen(16).map_err(Error::io("hole punching"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(Error::io("hole punching"))?;
     let std_listener: std::net::TcpListener = socket.into();
     crust_runtime::block_on(async move {
-        let l = tokio::net::TcpListener::from_std(std_listener).map_err(PunchError::Io)?;
+        let l =
+            tokio::net::TcpListener::from_std(std_listener).map_err(Error::io("hole punching"))?;
         let (s, _) = aio::tcp_punch_hole(l, &our_priv, &their_pub, &cfg).await?;
-        let s = s.into_std().map_err(PunchError::Io)?;
-        s.set_nonblocking(false).map_err(PunchError::Io)?;
+        let s = s.into_std().map_err(Error::io("hole punching"))?;
+        s.set_nonblocking(false)
+            .map_err(Error::io("hole punching"))?;
         Ok(s)
     })
-    .map_err(PunchError::Io)?
+    .map_err(Error::io("hole punching"))?
 }
 
 /// A STUN Binding server over UDP and TCP (see [`aio::StunServer`]), running
@@ -324,7 +282,7 @@ pub struct SimpleUdpHolePunchServer {
 impl SimpleUdpHolePunchServer {
     /// A server on a free port of [`MappingOptions::local_ip`] (all
     /// addresses if unset).
-    pub fn new(mc: &MappingContext) -> io::Result<SimpleUdpHolePunchServer> {
+    pub fn new(mc: &MappingContext) -> Result<SimpleUdpHolePunchServer> {
         let ip = mc
             .options()
             .local_ip
@@ -337,7 +295,7 @@ impl SimpleUdpHolePunchServer {
     pub fn bind(
         primary: SocketAddr,
         alternate: Option<SocketAddr>,
-    ) -> io::Result<SimpleUdpHolePunchServer> {
+    ) -> Result<SimpleUdpHolePunchServer> {
         let server =
             crust_runtime::block_on(
                 async move { aio::StunServer::bind(primary, alternate).await },
