@@ -67,9 +67,7 @@ pub use rendezvous::{
 /// configured duration (even `Duration::MAX`) never panics a core.
 pub(crate) fn deadline_after(t: std::time::Instant, d: Duration) -> std::time::Instant {
     const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    t.checked_add(d)
-        .or_else(|| t.checked_add(FAR))
-        .unwrap_or(t)
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
 }
 
 fn to_tokio_udp(socket: UdpSocket) -> io::Result<tokio::net::UdpSocket> {
