@@ -682,17 +682,14 @@ impl Drop for Beacon {
         let Some(task) = self.inner.stop() else {
             return;
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // On a runtime thread: never block. The task has been signalled
-            // and ends on the runtime right after.
-            return;
-        }
+        // The task has been signalled; wait for it to close its sockets.
         let port = self.inner.port();
-        match crust_runtime::block_on_timeout("closing the beacon", Some(CLOSE_WAIT), task) {
-            Ok(Ok(())) => log::debug!("beacon on port {port}: closed"),
-            Ok(Err(e)) => log::error!("beacon on port {port}: task failed: {e}"),
-            Err(e) => log::error!("beacon on port {port}: {e}; leaving it to end on its own"),
-        }
+        crust_runtime::finish_in_drop("closing a beacon", Some(CLOSE_WAIT), async move {
+            match task.await {
+                Ok(()) => log::debug!("beacon on port {port}: closed"),
+                Err(e) => log::error!("beacon on port {port}: task failed: {e}"),
+            }
+        });
     }
 }
 

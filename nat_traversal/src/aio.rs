@@ -2,6 +2,11 @@
 //! the crate root is a thin layer over these, run on the shared
 //! `crust-runtime`.
 //!
+//! The futures here run on whichever runtime awaits them; anything that
+//! outlives a call (the [`StunServer`]'s tasks, UPnP lease renewals) is
+//! spawned on the shared runtime, so it goes on between calls and after the
+//! caller's runtime ends.
+//!
 //! Every network wait here is bounded by a configured timeout.
 
 use std::io;
@@ -165,7 +170,20 @@ impl StunServer {
     /// Binds on `primary` (UDP and TCP). With `alternate` (another IP and
     /// another port) it also binds the other three combinations and answers
     /// RFC 5780 CHANGE-REQUEST. Port 0 picks free ports.
+    ///
+    /// Its sockets and tasks live on the shared runtime (`crust-runtime`),
+    /// whichever runtime awaits this: the server keeps serving when the
+    /// caller's runtime ends.
     pub async fn bind(primary: SocketAddr, alternate: Option<SocketAddr>) -> Result<StunServer> {
+        crust_runtime::spawn(Self::bind_on_this_runtime(primary, alternate))
+            .await
+            .map_err(|e| Error::io("starting the STUN server")(io::Error::other(e)))?
+    }
+
+    async fn bind_on_this_runtime(
+        primary: SocketAddr,
+        alternate: Option<SocketAddr>,
+    ) -> Result<StunServer> {
         let p_sock = UdpSocket::bind(primary).await?;
         let primary = p_sock.local_addr()?;
         let mut socks = vec![p_sock];

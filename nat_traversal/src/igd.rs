@@ -106,12 +106,7 @@ impl Drop for IgdMapping {
                 Err(_) => log::warn!("the gateway did not answer the removal of port {port}"),
             }
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // On a runtime thread: never block; the removal runs right after.
-            crust_runtime::spawn(remove);
-        } else {
-            let _ = crust_runtime::block_on(remove);
-        }
+        crust_runtime::finish_in_drop("removing a UPnP port mapping", None, remove);
     }
 }
 

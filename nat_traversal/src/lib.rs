@@ -332,11 +332,7 @@ impl SimpleUdpHolePunchServer {
 impl Drop for SimpleUdpHolePunchServer {
     fn drop(&mut self) {
         if let Some(s) = self.server.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                drop(s); // aborts its tasks; the sockets close right after
-            } else {
-                let _ = crust_runtime::block_on(s.shutdown());
-            }
+            crust_runtime::finish_in_drop("closing a STUN server", None, s.shutdown());
         }
     }
 }

@@ -5,6 +5,13 @@
 //! blocking [`Stream`](crate::Stream) shares its sans-IO core
 //! ([`proto`](crate::proto)).
 //!
+//! Runtime: a [`Listener`]'s accept loop and handshakes, and every uTP
+//! socket's driver, run as tasks on the shared runtime (`crust-runtime`),
+//! whichever runtime the caller awaits from, and their sockets are
+//! registered with it; so they go on between calls and after the caller's
+//! runtime ends. A [`Stream`]'s reads and writes run in the task that polls
+//! them.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
@@ -535,15 +542,11 @@ impl Drop for Listener {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // On a runtime thread: never block. The tasks see the signal and
-            // close their sockets right after.
-            tasks.detach_all();
-        } else {
-            // From an ordinary thread: wait until the sockets are closed.
-            let _ =
-                crust_runtime::block_on(async move { while tasks.join_next().await.is_some() {} });
-        }
+        // The tasks have the signal; wait for them to close their sockets
+        // (or, on a runtime thread, let them finish right after).
+        crust_runtime::finish_in_drop("closing a transport listener", None, async move {
+            while tasks.join_next().await.is_some() {}
+        });
     }
 }
 
