@@ -191,11 +191,26 @@ struct BeaconStats {
     dropped: AtomicU64,
 }
 
+/// Stops listeners: their accept tasks end, then (from an ordinary thread)
+/// their sockets are closed before this returns.
+fn close_listeners(entries: Vec<ListenerEntry>) {
+    for e in &entries {
+        e.task.abort();
+    }
+    let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+    for ListenerEntry { listener, task, .. } in entries {
+        if !on_runtime {
+            // The task holds a reference to the listener: wait until it let
+            // go, so the drop below is the last and closes the sockets.
+            let _ = crust_runtime::handle().block_on(task);
+        }
+        drop(listener);
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
-        for l in lock(&self.listeners).drain(..) {
-            l.task.abort();
-        }
+        close_listeners(std::mem::take(&mut *lock(&self.listeners)));
         if let Some((_, task)) = lock(&self.beacon).running.take() {
             task.abort();
         }
@@ -445,10 +460,8 @@ impl Shared {
                 ),
             });
         }
-        for l in removed {
-            l.task.abort();
-            log::info!("stopped listening on {le}");
-        }
+        close_listeners(removed);
+        log::info!("stopped listening on {le}");
         self.refresh_announcements();
         Ok(())
     }
