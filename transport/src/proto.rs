@@ -13,9 +13,19 @@
 //!    `code ‖ detail` and closes: [`REJECT_VERSION`] (detail: its version)
 //!    when the versions differ, [`REJECT_KEY`] when it cannot decrypt the
 //!    first message, which means the initiator dialled a key the responder
-//!    does not hold. A first frame without [`MAGIC`] is not ours and gets no
-//!    answer.
-//! 3. Then each record is one frame holding one Noise transport message:
+//!    does not hold, [`REJECT_BUSY`] when its accept queue has no room (the
+//!    first message was good; try again later). A first frame without
+//!    [`MAGIC`] is not ours and gets no answer.
+//! 3. The initiator's first record is the *admission record*
+//!    ([`ADMISSION_FRAME`]): its plaintext is the one byte
+//!    [`wire::transport_record::ADMIT`](crate::wire::transport_record::ADMIT).
+//!    The transport sends it at once after the handshake
+//!    ([`Session::seal_admission`]); the responder admits the connection
+//!    only once it decrypts ([`Session::open_admission`]), since only the
+//!    holder of this handshake's ephemeral key can make it: a replayed first
+//!    message gets a reply and nothing more. It is never delivered to the
+//!    application.
+//! 4. Then each record is one frame holding one Noise transport message:
 //!    ChaCha20-Poly1305 ciphertext with a 16-byte tag, at most
 //!    [`MAX_FRAME_LEN`] bytes. Nonces count up from zero in each direction,
 //!    so a replayed, reordered, dropped or altered frame fails authentication.
@@ -64,6 +74,12 @@ pub const REJECT_VERSION: u8 = 1;
 /// Rejection code: the responder could not decrypt the first message, so the
 /// initiator dialled a key the responder does not hold.
 pub const REJECT_KEY: u8 = 2;
+/// Rejection code: the responder is busy (its accept queue is full); the
+/// initiator may try again later.
+pub const REJECT_BUSY: u8 = crate::wire::RejectCode::Busy.to_u8();
+/// The length of the admission record's frame, length prefix included: the
+/// one-byte plaintext and its tag.
+pub const ADMISSION_FRAME: usize = 2 + 1 + TAG_LEN;
 /// The largest frame body (a Noise message).
 pub const MAX_FRAME_LEN: usize = 65535;
 /// The authentication tag every record carries.
@@ -98,6 +114,11 @@ pub enum HandshakeError {
     /// The responder does not hold the key we dialled (it said so, or we,
     /// as responder, could not decrypt the first message).
     KeyMismatch,
+    /// The responder is busy (its accept queue is full): try again later.
+    Busy,
+    /// The initiator's first record is not a valid admission record: it does
+    /// not decrypt (a replayed first message, say) or holds something else.
+    NotAdmitted(String),
     /// The peer rejected the handshake with a code we do not know.
     Rejected {
         /// The rejection code.
@@ -120,6 +141,10 @@ impl fmt::Display for HandshakeError {
             HandshakeError::KeyMismatch => f.write_str(
                 "peer key mismatch: the responder does not hold the key the initiator dialled",
             ),
+            HandshakeError::Busy => {
+                f.write_str("the responder is busy (its accept queue is full); try again later")
+            }
+            HandshakeError::NotAdmitted(why) => write!(f, "connection not admitted: {why}"),
             HandshakeError::Rejected { code } => {
                 write!(f, "the peer rejected the handshake (code {code})")
             }
@@ -257,6 +282,7 @@ impl Initiator {
                 });
             }
             REJECT_KEY => return Err(HandshakeError::KeyMismatch),
+            REJECT_BUSY => return Err(HandshakeError::Busy),
             code => return Err(HandshakeError::Rejected { code }),
         }
         if rest.len() < IK_MSG2_LEN {
@@ -298,6 +324,16 @@ pub struct Rejection {
 pub struct Responder;
 
 impl Responder {
+    /// The rejection frame a responder sends instead of its answer when it is
+    /// busy (its accept queue is full), length prefix included:
+    /// `00 01 03`.
+    pub fn busy_reply() -> Vec<u8> {
+        framed(1, |b| {
+            b[0] = REJECT_BUSY;
+            1
+        })
+    }
+
     /// Handles the body of the initiator's first frame (without its length
     /// prefix) for `local` over `protocol`.
     ///
@@ -415,6 +451,8 @@ pub fn check_handshake_frame_len(header: [u8; 2]) -> Result<usize, HandshakeErro
 pub struct Session {
     send: LessSafeKey,
     recv: LessSafeKey,
+    send_nonce: u64,
+    recv_nonce: u64,
     peer: PublicKey,
 }
 
@@ -447,7 +485,62 @@ impl Session {
         };
         k1.zeroize();
         k2.zeroize();
-        Ok(Session { send, recv, peer })
+        Ok(Session {
+            send,
+            recv,
+            send_nonce: 0,
+            recv_nonce: 0,
+            peer,
+        })
+    }
+
+    /// Initiator: appends the admission record (see the module docs) to
+    /// `out`. Call it once, before any other record is sealed.
+    pub fn seal_admission(&mut self, out: &mut Vec<u8>) {
+        debug_assert_eq!(self.send_nonce, 0, "the admission record comes first");
+        let mut sealer = Sealer {
+            key: self.send.clone(),
+            nonce: self.send_nonce,
+        };
+        sealer.seal(&[crate::wire::transport_record::ADMIT], out, usize::MAX);
+        self.send_nonce = sealer.nonce;
+    }
+
+    /// Responder: checks the initiator's first record, `frame` being the
+    /// whole [`ADMISSION_FRAME`] bytes (length prefix included). On success
+    /// the connection is proven and the record consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::NotAdmitted`] when the frame has another length,
+    /// does not decrypt, or holds something other than the admission byte.
+    pub fn open_admission(&mut self, frame: &[u8]) -> Result<(), HandshakeError> {
+        if frame.len() != ADMISSION_FRAME
+            || u16::from_be_bytes([frame[0], frame[1]]) as usize != ADMISSION_FRAME - 2
+        {
+            return Err(HandshakeError::NotAdmitted(
+                "the first record is not an admission record".into(),
+            ));
+        }
+        let mut body = [0u8; ADMISSION_FRAME - 2];
+        body.copy_from_slice(&frame[2..]);
+        let mut opener = Opener {
+            key: self.recv.clone(),
+            nonce: self.recv_nonce,
+        };
+        let n = opener.open_in_place(&mut body).map_err(|_| {
+            HandshakeError::NotAdmitted(
+                "the first record does not decrypt (a replayed first message?)".into(),
+            )
+        })?;
+        if body[..n] != [crate::wire::transport_record::ADMIT] {
+            return Err(HandshakeError::NotAdmitted(format!(
+                "the first record holds {:02x?}, not the admission byte",
+                &body[..n]
+            )));
+        }
+        self.recv_nonce = opener.nonce;
+        Ok(())
     }
 
     /// The peer's proven public key.
@@ -461,11 +554,11 @@ impl Session {
         (
             Opener {
                 key: self.recv,
-                nonce: 0,
+                nonce: self.recv_nonce,
             },
             Sealer {
                 key: self.send,
-                nonce: 0,
+                nonce: self.send_nonce,
             },
         )
     }
