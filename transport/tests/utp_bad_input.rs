@@ -134,7 +134,7 @@ fn strays_get_reset_but_resets_get_nothing() {
 }
 
 #[test]
-fn syn_flood_is_bounded_by_backlog_and_reset_queue() {
+fn syn_flood_is_bounded_by_backlog_and_displaces_itself() {
     let mut p = Pair::new();
     for i in 0..10_000u32 {
         let from = SocketAddr::from(([198, 51, 100, (i % 250) as u8], 1024 + (i / 250) as u16));
@@ -144,22 +144,34 @@ fn syn_flood_is_bounded_by_backlog_and_reset_queue() {
     assert_eq!(p.b.connection_count(), backlog);
     assert_eq!(p.b.backlog_len(), backlog);
     let s = p.b.stats().clone();
-    assert_eq!(s.syns_refused, 10_000 - backlog as u64);
-    assert_eq!(s.resets_sent + s.resets_dropped, s.syns_refused);
+    // Each newer SYN displaced the oldest waiting one never heard from;
+    // none was refused.
+    assert_eq!(s.syns_evicted, 10_000 - backlog as u64);
+    assert_eq!(s.syns_refused, 0);
     let mut out = 0;
     while p.b.poll_transmit(p.now, &mut p.buf).is_some() {
         out += 1;
     }
-    // One STATE per accepted SYN plus the bounded RESET queue.
-    assert_eq!(out, backlog + EndpointConfig::default().max_pending_resets);
-    // Taking connections from the backlog makes room for new SYNs.
-    p.b.accept().unwrap();
+    // One STATE per SYN still held; the displaced ones never got to send.
+    assert_eq!(out, backlog);
+    // A good SYN after the flood still gets in.
     p.b.handle_datagram(
         p.now,
         "203.0.113.5:9".parse().unwrap(),
         &packet(PacketType::Syn, 4242, 1, 0, b""),
     );
-    assert_eq!(p.b.connection_count(), backlog + 1);
+    assert_eq!(p.b.connection_count(), backlog);
+    assert_eq!(p.b.stats().syns_evicted, 10_001 - backlog as u64);
+    let t = p.b.poll_transmit(p.now, &mut p.buf).unwrap();
+    assert_eq!(t.destination, "203.0.113.5:9".parse().unwrap());
+    assert!(p.b.poll_transmit(p.now, &mut p.buf).is_none());
+    // Released before the peer said anything more: forgotten at once, with
+    // no FIN.
+    let (h, _) = p.b.accept().unwrap();
+    p.b.release(h);
+    assert_eq!(p.b.connection_count(), backlog - 1);
+    assert_eq!(p.b.stats().unheard_released, 1);
+    assert!(p.b.poll_transmit(p.now, &mut p.buf).is_none(), "no FIN");
 }
 
 #[test]

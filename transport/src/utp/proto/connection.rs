@@ -646,6 +646,16 @@ impl Connection {
         None
     }
 
+    /// Drops every received byte not yet read (the owner is gone: nothing
+    /// will read it), so no memory is held for a reader that does not
+    /// exist. The window opens again, so the peer can finish its stream.
+    pub fn discard_received(&mut self) {
+        if !self.read_buf.is_empty() {
+            self.read_buf = std::collections::VecDeque::new();
+            self.ack_pending = true;
+        }
+    }
+
     /// Closes our sending half: a FIN follows the queued bytes. Reading
     /// goes on until the peer's FIN.
     pub fn close(&mut self) {

@@ -15,6 +15,14 @@
 //! key (source, `i + 1`). A packet that belongs to nothing is answered with
 //! a RESET (never a RESET to a RESET); SYNs beyond the accept backlog are
 //! refused the same way. All of it is counted in [`EndpointStats`].
+//!
+//! No amplification, no orphan buffers: a connection accepted from a SYN
+//! but never heard from again (no packet after the SYN: a spoofed source,
+//! say) has sent exactly one reply, our STATE; when its owner releases it,
+//! it is forgotten at once, with no FIN and no retries. When the accept
+//! backlog is full, a new SYN displaces the oldest waiting connection never
+//! heard from, instead of being refused. A released
+//! connection keeps no received data (nothing will read it).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -120,10 +128,18 @@ pub struct EndpointStats {
     pub resets_sent: u64,
     /// RESETs not sent because too many were queued.
     pub resets_dropped: u64,
+    /// Connections waiting in a full backlog, never heard from since their
+    /// SYN, forgotten to make room for a newer SYN.
+    pub syns_evicted: u64,
+    /// Accepted connections released before the peer sent anything after
+    /// its SYN: forgotten at once, without a FIN.
+    pub unheard_released: u64,
 }
 
 struct Entry {
     conn: Connection,
+    /// Accepted from a SYN, and nothing heard from the peer since.
+    unheard: bool,
     released: bool,
     released_at: Option<Instant>,
     scheduled: Option<Instant>,
@@ -244,6 +260,7 @@ impl Endpoint {
             h,
             Entry {
                 conn,
+                unheard: false,
                 released: false,
                 released_at: None,
                 scheduled: None,
@@ -365,6 +382,12 @@ impl Endpoint {
     /// Like [`Endpoint::release`], starting the FIN-wait bound
     /// ([`EndpointConfig::fin_wait`]) at `now`.
     pub fn release_at(&mut self, h: ConnectionHandle, now: Option<Instant>) {
+        if self.conns.get(&h).is_some_and(|e| e.unheard) {
+            // Never heard from after its SYN: one reply was all it got.
+            self.stats.unheard_released += 1;
+            self.remove(h);
+            return;
+        }
         if let Some(e) = self.conns.get_mut(&h) {
             e.released = true;
             e.released_at = e.released_at.or(now);
@@ -434,6 +457,24 @@ impl Endpoint {
         self.stats.resets_sent += 1;
     }
 
+    /// The backlog is full: forgets its oldest connection never heard from
+    /// since its SYN, to make room for a newcomer (a flood of SYNs only
+    /// displaces itself). `false` when every waiting connection was heard.
+    fn evict_unheard_from_backlog(&mut self) -> bool {
+        let Some(pos) = self
+            .accept_queue
+            .iter()
+            .position(|h| self.conns.get(h).is_some_and(|e| e.unheard))
+        else {
+            return false;
+        };
+        if let Some(h) = self.accept_queue.remove(pos) {
+            self.remove(h);
+            self.stats.syns_evicted += 1;
+        }
+        true
+    }
+
     /// Handles one datagram received from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
         let Ok(pkt) = Packet::decode(data) else {
@@ -446,7 +487,8 @@ impl Endpoint {
                 if let Some(h) = self.routes.get(&(from, id.wrapping_add(1))) {
                     Some(*h)
                 } else if self.listening
-                    && self.accept_queue.len() < self.config.backlog
+                    && (self.accept_queue.len() < self.config.backlog
+                        || self.evict_unheard_from_backlog())
                     && self.conns.len() < self.config.max_connections
                 {
                     let isn = self.rng.random();
@@ -459,6 +501,9 @@ impl Endpoint {
                         isn,
                     );
                     let h = self.insert(conn, (from, id.wrapping_add(1)));
+                    if let Some(e) = self.conns.get_mut(&h) {
+                        e.unheard = true;
+                    }
                     self.accept_queue.push_back(h);
                     self.touched.push(h);
                     self.reschedule(h, now);
@@ -484,6 +529,12 @@ impl Endpoint {
             Some(h) => {
                 if let Some(e) = self.conns.get_mut(&h) {
                     e.conn.handle_packet(now, &pkt);
+                    if pkt.header.packet_type != PacketType::Syn {
+                        e.unheard = false;
+                    }
+                    if e.released {
+                        e.conn.discard_received();
+                    }
                 }
                 self.touched.push(h);
                 self.mark_dirty(h);
