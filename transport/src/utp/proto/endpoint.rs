@@ -807,3 +807,18 @@ impl Endpoint {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worked example of `docs/wire-admission.md`.
+    #[test]
+    fn cookie_test_vector() {
+        let mut ep = Endpoint::new(EndpointConfig::default(), Instant::now());
+        let secret: Vec<u8> = (0..32).collect();
+        ep.cookie_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+        let from: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        assert_eq!(ep.cookie(1000, from, 0x1234, 0x5678), 0xb077);
+    }
+}
