@@ -537,6 +537,16 @@ impl Connection {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+    /// Whether a data packet with `seq_nr` is the next one in order (it
+    /// lets buffered out-of-order data through to the reader).
+    pub fn is_next_in_order(&self, seq_nr: u16) -> bool {
+        seq_nr == self.ack_nr.wrapping_add(1)
+    }
+    /// Received bytes held: ready for [`Connection::read`] plus out of
+    /// order.
+    pub fn buffered_bytes(&self) -> usize {
+        self.read_buf.len() + self.reorder_bytes
+    }
     /// Bytes ready for [`Connection::read`].
     pub fn readable_bytes(&self) -> usize {
         self.read_buf.len()

@@ -93,6 +93,16 @@ pub struct EndpointConfig {
     /// When SYNs are answered statelessly. Default: under pressure, from
     /// 64 connections not heard from since their SYN.
     pub syn_cookies: SynCookies,
+    /// Most received bytes held across all connections of the socket (read
+    /// buffers plus out-of-order data); while it is reached, data packets
+    /// for connections holding more than two packets' worth are dropped
+    /// unacknowledged (the peers send them again), except the next packet
+    /// in order while the reader keeps up, which lets held out-of-order
+    /// data through to it. Default 64 MiB. Keep it well above
+    /// `connection.recv_buffer`: a cap below one receive window was measured
+    /// to stall a loopback bulk transfer (the sender's retransmissions kept
+    /// meeting a full socket until it gave up).
+    pub max_buffered: usize,
 }
 
 impl Default for EndpointConfig {
@@ -105,6 +115,7 @@ impl Default for EndpointConfig {
             seed: 0x5eed,
             fin_wait: Duration::from_secs(60),
             syn_cookies: SynCookies::UnderPressure(64),
+            max_buffered: 64 << 20,
         }
     }
 }
@@ -171,6 +182,9 @@ pub struct EndpointStats {
     /// Connections waiting in a full backlog, never heard from since their
     /// SYN, forgotten to make room for a newer SYN.
     pub syns_evicted: u64,
+    /// Data packets dropped because [`EndpointConfig::max_buffered`] was
+    /// reached.
+    pub dropped_buffer_full: u64,
     /// SYNs answered with a cookie, creating no state.
     pub cookies_sent: u64,
     /// Connections created from a packet that proved a cookie.
@@ -186,6 +200,8 @@ struct Entry {
     conn: Connection,
     /// Accepted from a SYN, and nothing heard from the peer since.
     unheard: bool,
+    /// Its received bytes as last counted into `Endpoint::buffered`.
+    counted: usize,
     released: bool,
     released_at: Option<Instant>,
     scheduled: Option<Instant>,
@@ -209,6 +225,8 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// Connections with `unheard` set.
     unheard: usize,
+    /// Received bytes held across connections (sum of `Entry::counted`).
+    buffered: usize,
     cookie_key: ring::hmac::Key,
     /// Cookie failures per source IP in the current bucket.
     cookie_failures: HashMap<std::net::IpAddr, (u64, u32)>,
@@ -243,6 +261,7 @@ impl Endpoint {
         Endpoint {
             rng,
             unheard: 0,
+            buffered: 0,
             cookie_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
             cookie_failures: HashMap::new(),
             config,
@@ -269,6 +288,12 @@ impl Endpoint {
     /// Counters.
     pub fn stats(&self) -> &EndpointStats {
         &self.stats
+    }
+
+    /// Received bytes held across all connections, as last counted (reads
+    /// are counted at the next `poll_transmit`).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
     }
 
     /// Number of connections held (any state, including lingering ones).
@@ -317,6 +342,7 @@ impl Endpoint {
             Entry {
                 conn,
                 unheard: false,
+                counted: 0,
                 released: false,
                 released_at: None,
                 scheduled: None,
@@ -457,6 +483,7 @@ impl Endpoint {
             if e.unheard {
                 self.unheard -= 1;
             }
+            self.buffered -= e.counted;
             let c = &e.conn;
             self.routes.remove(&(c.remote(), c.recv_id()));
             self.dirty_set.remove(&h);
@@ -715,6 +742,23 @@ impl Endpoint {
         match target {
             Some(h) => {
                 if let Some(e) = self.conns.get_mut(&h) {
+                    // Count what the application read since, then apply the
+                    // cap; a connection holding almost nothing may always
+                    // take a packet, so none starves.
+                    let held = e.conn.buffered_bytes();
+                    self.buffered = self.buffered - e.counted + held;
+                    e.counted = held;
+                    if pkt.header.packet_type == PacketType::Data
+                        && !pkt.payload.is_empty()
+                        && !e.released
+                        && held >= 2 * super::packet::MAX_PAYLOAD
+                        && !(e.conn.is_next_in_order(pkt.header.seq_nr)
+                            && e.conn.readable_bytes() < 2 * super::packet::MAX_PAYLOAD)
+                        && self.buffered >= self.config.max_buffered
+                    {
+                        self.stats.dropped_buffer_full += 1;
+                        return;
+                    }
                     e.conn.handle_packet(now, &pkt);
                     if pkt.header.packet_type != PacketType::Syn && e.unheard {
                         e.unheard = false;
@@ -723,6 +767,9 @@ impl Endpoint {
                     if e.released {
                         e.conn.discard_received();
                     }
+                    let held = e.conn.buffered_bytes();
+                    self.buffered = self.buffered - e.counted + held;
+                    e.counted = held;
                 }
                 self.touched.push(h);
                 self.mark_dirty(h);
@@ -796,6 +843,9 @@ impl Endpoint {
                 self.dirty_set.remove(&h);
                 continue;
             };
+            let held = e.conn.buffered_bytes();
+            self.buffered = self.buffered - e.counted + held;
+            e.counted = held;
             if let Some(len) = e.conn.poll_transmit(now, buf) {
                 let destination = e.conn.remote();
                 self.dirty.push_back(h);
