@@ -33,21 +33,24 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Semaphore, mpsc, watch};
-use tokio::task::JoinSet;
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::{AbortHandle, JoinSet};
+
+use crate::admission::{self, Admission, Answer, ConnId, Event};
 
 use crate::endpoint::{Endpoint, ListenEndpoint, Protocol, ToEndpoints, ToListenEndpoints};
 use crate::error::{Error, Result};
-use crate::handshake::{self, Responded};
+use crate::handshake::{self, FirstMessage, Responded};
 use crate::identity::{Identity, PublicKey};
 use crate::proto::{Opener, RecvBuf, Sealer, Session};
 use crate::utp::aio::{UtpSocket, UtpStream};
@@ -334,31 +337,85 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// Settings of a listener.
+/// Settings of a listener: its handshake slots, deadlines and accept queue.
+///
+/// A connection holds a handshake slot (shared by all the listener's
+/// sockets) until it proves itself with its admission record, then waits in
+/// the accept queue. When the slots are full, the pending connection that
+/// made the least progress for the longest is dropped, never the newcomer.
+/// Once the slots (or the queue) are [`pressure`](ListenerOptions::pressure)
+/// full, one source (an IPv4 address, an IPv6 /64) holds at most
+/// [`source_share`](ListenerOptions::source_share) of them; with room to
+/// spare a source may open as many as it likes.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ListenerOptions {
-    /// How long an accepted connection may take to complete its handshake
-    /// before it is dropped (slow or silent peers). Default 10 s.
+    /// How long an accepted connection may take to prove itself (first
+    /// message, answer, admission record) before it is dropped. Default 10 s.
     pub handshake_timeout: Duration,
-    /// How many handshakes may be in progress at once; connections beyond
-    /// that are closed at once. Default 256.
+    /// How long an accepted connection may take to deliver its whole first
+    /// message (silent and trickling peers). Default 3 s.
+    pub first_message_timeout: Duration,
+    /// How many handshakes may be in progress at once; when all are taken, a
+    /// newcomer displaces the one that made the least progress for the
+    /// longest. Default 256.
     pub max_pending_handshakes: usize,
-    /// How many handshaken streams may wait for `accept`. Default 128.
+    /// How many proven streams may wait for `accept`; when it is full, a
+    /// dialler gets the busy rejection ([`Error::Busy`]) at once. Default 128.
     pub accept_queue: usize,
+    /// The fill fraction of the slots or the queue from which per-source
+    /// shares apply. Default 0.75.
+    pub pressure: f64,
+    /// The share of the slots or the queue one source may hold under
+    /// pressure. Default 0.25.
+    pub source_share: f64,
 }
 
 impl Default for ListenerOptions {
     fn default() -> Self {
         ListenerOptions {
             handshake_timeout: Duration::from_secs(10),
+            first_message_timeout: Duration::from_secs(3),
             max_pending_handshakes: 256,
             accept_queue: 128,
+            pressure: 0.75,
+            source_share: 0.25,
         }
     }
 }
 
 impl ListenerOptions {
+    /// Sets [`first_message_timeout`](ListenerOptions::first_message_timeout).
+    pub fn first_message_timeout(mut self, t: Duration) -> Self {
+        self.first_message_timeout = t;
+        self
+    }
+
+    /// Sets [`pressure`](ListenerOptions::pressure) (clamped to 0..=1).
+    pub fn pressure(mut self, fraction: f64) -> Self {
+        self.pressure = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Sets [`source_share`](ListenerOptions::source_share) (clamped to
+    /// 0..=1).
+    pub fn source_share(mut self, fraction: f64) -> Self {
+        self.source_share = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    fn admission_config(&self) -> admission::Config {
+        admission::Config {
+            slots: self.max_pending_handshakes,
+            accept_queue: self.accept_queue,
+            first_message_timeout: self.first_message_timeout,
+            handshake_timeout: self.handshake_timeout,
+            pressure: self.pressure,
+            source_share: self.source_share,
+            report_every: Duration::from_secs(10),
+        }
+    }
+
     /// Sets [`handshake_timeout`](ListenerOptions::handshake_timeout).
     pub fn handshake_timeout(mut self, t: Duration) -> Self {
         self.handshake_timeout = t;
@@ -378,8 +435,9 @@ impl ListenerOptions {
     }
 }
 
-/// A connection whose handshake completed, waiting for `accept`.
+/// A connection that proved itself, waiting for `accept`.
 pub(crate) struct Incoming {
+    pub(crate) id: ConnId,
     pub(crate) io: Carrier,
     pub(crate) session: Session,
     #[allow(dead_code)] // read by rendezvous matching (ListenerSet) later
@@ -389,15 +447,18 @@ pub(crate) struct Incoming {
 /// Accepts encrypted connections, async. See [`crate::Listener`] for the
 /// blocking one.
 ///
-/// Each bound socket has one accept task on the shared runtime; each
-/// connection's handshake is a task too, bounded by
-/// [`ListenerOptions::handshake_timeout`], so a slow or malicious peer never
-/// holds up the others. Dropping the listener stops the tasks and closes the
-/// sockets (from an ordinary thread, before the drop returns).
+/// Each bound socket has one accept task on the shared runtime, and one
+/// admission task drives the sans-IO admission core for all of them: each
+/// connection's handshake is a task that the core may end (see
+/// [`ListenerOptions`]), so a slow or malicious peer never holds up the
+/// others. A connection reaches `accept` only once its admission record
+/// decrypts. Dropping the listener stops the tasks and closes the sockets
+/// (from an ordinary thread, before the drop returns).
 pub struct Listener {
     identity: Identity,
     endpoints: Vec<Endpoint>,
     local_addrs: Vec<SocketAddr>,
+    admission: Arc<std::sync::Mutex<Admission>>,
     rx: Mutex<mpsc::Receiver<Incoming>>,
     shutdown: watch::Sender<bool>,
     tasks: std::sync::Mutex<JoinSet<()>>,
@@ -445,11 +506,16 @@ impl Listener {
         for le in &listen {
             sockets.push(Acceptor::bind(le)?);
         }
-        let (tx, rx) = mpsc::channel(options.accept_queue);
+        // The core admits at most `accept_queue` streams to the queue, so a
+        // send into this channel never waits.
+        let (tx, rx) = mpsc::channel(options.accept_queue.max(1));
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut local_addrs = Vec::new();
-        let handshakes = Arc::new(Semaphore::new(options.max_pending_handshakes));
+        let admission = Arc::new(std::sync::Mutex::new(Admission::new(
+            options.admission_config(),
+        )));
+        let (arrivals_tx, arrivals_rx) = mpsc::channel(64);
         let mut bound = Vec::new();
         for sock in sockets {
             let local = sock.local_addr();
@@ -461,22 +527,28 @@ impl Listener {
                 identity.public_key()
             );
             tasks.spawn_on(
-                accept_loop(
-                    sock,
-                    identity.clone(),
-                    options.clone(),
-                    tx.clone(),
-                    shutdown.subscribe(),
-                    handshakes.clone(),
-                ),
+                accept_loop(sock, arrivals_tx.clone(), shutdown.subscribe()),
                 crust_runtime::handle(),
             );
         }
+        drop(arrivals_tx);
+        tasks.spawn_on(
+            admission_driver(
+                admission.clone(),
+                identity.clone(),
+                options.handshake_timeout,
+                arrivals_rx,
+                tx,
+                shutdown.subscribe(),
+            ),
+            crust_runtime::handle(),
+        );
         let endpoints = listen_addrs_to_endpoints(&bound, identity.public_key());
         Ok(Listener {
             identity: identity.clone(),
             endpoints,
             local_addrs,
+            admission,
             rx: Mutex::new(rx),
             shutdown,
             tasks: std::sync::Mutex::new(tasks),
@@ -484,12 +556,15 @@ impl Listener {
     }
 
     pub(crate) async fn accept_incoming(&self) -> Result<Incoming> {
-        self.rx
+        let inc = self
+            .rx
             .lock()
             .await
             .recv()
             .await
-            .ok_or_else(|| Error::Closed("listener".into()))
+            .ok_or_else(|| Error::Closed("listener".into()))?;
+        lock_core(&self.admission).handle_accepted(inc.id);
+        Ok(inc)
     }
 
     /// Waits for the next connection whose handshake completed.
@@ -535,6 +610,17 @@ impl Listener {
     /// The identity this listener proves.
     pub fn public_key(&self) -> PublicKey {
         self.identity.public_key()
+    }
+
+    /// How many connections hold a handshake slot right now (they have not
+    /// proven themselves yet).
+    pub fn pending_handshakes(&self) -> usize {
+        lock_core(&self.admission).pending()
+    }
+
+    /// How many proven streams wait for [`accept`](Listener::accept).
+    pub fn queued_streams(&self) -> usize {
+        lock_core(&self.admission).queued()
     }
 }
 
@@ -672,63 +758,147 @@ fn expand_listen_addrs(
     out
 }
 
+fn lock_core(core: &std::sync::Mutex<Admission>) -> std::sync::MutexGuard<'_, Admission> {
+    // A panic while holding the lock would be a bug in the core; its state
+    // is still consistent enough to keep counting.
+    core.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection accepted by one of the listener's sockets.
+struct Arrival {
+    io: Carrier,
+    peer: SocketAddr,
+    protocol: Protocol,
+}
+
+/// Accepts on one socket and hands each connection to the admission driver.
 async fn accept_loop(
     listener: Acceptor,
-    identity: Identity,
-    options: ListenerOptions,
-    tx: mpsc::Sender<Incoming>,
+    arrivals: mpsc::Sender<Arrival>,
     mut shutdown: watch::Receiver<bool>,
-    permits: Arc<Semaphore>,
 ) {
     let local = listener.local_addr();
     let protocol = listener.protocol();
-    let identity = Arc::new(identity);
-    let mut handshakes = JoinSet::new();
+    let mut failures = crate::admission::RateLimited::new(Duration::from_secs(10));
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
             accepted = listener.accept() => {
-                let (mut io, peer) = match accepted {
-                    Ok(x) => x,
+                match accepted {
+                    Ok((io, peer)) => {
+                        if arrivals.send(Arrival { io, peer, protocol }).await.is_err() {
+                            break;
+                        }
+                    }
                     Err(e) => {
                         // Out of descriptors or similar: back off, keep going.
-                        log::warn!("accepting on {protocol}://{local}: {e}");
+                        if let Some(n) = failures.record(Instant::now()) {
+                            log::warn!(
+                                "accepting on {protocol}://{local}: {e} ({} failures in the last 10 s)",
+                                admission::thousands(n)
+                            );
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
                     }
+                }
+            }
+        }
+    }
+    log::debug!("listener on {protocol}://{local} closed");
+}
+
+/// Drives the admission core: gives each arrival a handshake task, ends the
+/// tasks the core drops, and queues proven streams for `accept`.
+async fn admission_driver(
+    core: Arc<std::sync::Mutex<Admission>>,
+    identity: Identity,
+    handshake_timeout: Duration,
+    mut arrivals: mpsc::Receiver<Arrival>,
+    tx: mpsc::Sender<Incoming>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let identity = Arc::new(identity);
+    let mut handshakes: JoinSet<ConnId> = JoinSet::new();
+    let mut aborts: HashMap<ConnId, AbortHandle> = HashMap::new();
+    let mut task_ids: HashMap<tokio::task::Id, ConnId> = HashMap::new();
+    loop {
+        let deadline = lock_core(&core).poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            done = handshakes.join_next_with_id(), if !handshakes.is_empty() => {
+                let task = match &done {
+                    Some(Ok((task, _))) => Some(*task),
+                    Some(Err(e)) => Some(e.id()),
+                    None => None,
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    log::warn!(
-                        "closing connection from {peer}: {} handshakes already in progress",
-                        options.max_pending_handshakes
-                    );
-                    continue;
-                };
+                if let Some(id) = task.and_then(|t| task_ids.remove(&t)) {
+                    aborts.remove(&id);
+                    lock_core(&core).handle_closed(id);
+                }
+            }
+            () = sleep => {
+                lock_core(&core).handle_timeout(Instant::now());
+            }
+            arrival = arrivals.recv() => {
+                let Some(Arrival { mut io, peer, protocol }) = arrival else { break };
+                let id = lock_core(&core).handle_arrival(peer.ip(), Instant::now());
                 let identity = identity.clone();
                 let tx = tx.clone();
-                let limit = options.handshake_timeout;
-                handshakes.spawn(async move {
-                    let _permit = permit;
+                let core2 = core.clone();
+                let handle = handshakes.spawn(async move {
+                    let first = || match lock_core(&core2).handle_first_message(id, Instant::now()) {
+                        Answer::Proceed => FirstMessage::Answer,
+                        Answer::Busy => FirstMessage::Busy,
+                    };
+                    // The core's deadlines end this task; the timeout is a
+                    // hang guard only.
                     let result = tokio::time::timeout(
-                        limit,
-                        handshake::respond_async(&mut io, &identity, protocol, peer),
+                        handshake_timeout,
+                        handshake::respond_async(&mut io, &identity, protocol, peer, first),
                     )
                     .await;
                     match result {
                         Ok(Ok(Responded { session, payload })) => {
-                            log::debug!("accepted {} from {peer}", session.peer());
-                            let _ = tx.send(Incoming { io, session, payload }).await;
+                            if lock_core(&core2).handle_proven(id, Instant::now()) {
+                                log::debug!("admitted {} from {peer}", session.peer());
+                                let incoming = Incoming { id, io, session, payload };
+                                if tx.try_send(incoming).is_err() {
+                                    // Invariant kept by the core: the queue has
+                                    // room. The listener is closing otherwise.
+                                    lock_core(&core2).handle_accepted(id);
+                                }
+                            } else {
+                                log::debug!("no accept-queue place left for {peer}: closing");
+                            }
                         }
                         Ok(Err(e)) => log::debug!("handshake from {peer} failed: {e}"),
-                        Err(_) => log::debug!("handshake from {peer} timed out after {limit:?}"),
+                        Err(_) => log::debug!("handshake from {peer} timed out"),
                     }
+                    id
                 });
+                task_ids.insert(handle.id(), id);
+                aborts.insert(id, handle);
             }
+        }
+        let now = Instant::now();
+        let mut core = lock_core(&core);
+        while let Some(Event::Drop(id, why)) = core.poll_event() {
+            log::debug!("dropping pending connection {id}: {why:?}");
+            if let Some(h) = aborts.remove(&id) {
+                h.abort();
+            }
+        }
+        if let Some(report) = core.poll_report(now) {
+            log::warn!("listener {report}");
         }
     }
     handshakes.shutdown().await;
-    log::debug!("listener on {protocol}://{local} closed");
 }
 
 #[cfg(test)]

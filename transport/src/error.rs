@@ -67,6 +67,13 @@ pub enum Error {
         /// Why, in words.
         reason: String,
     },
+    /// The listener at `addr` is busy (its accept queue is full) and refused
+    /// us at once; trying again later may succeed.
+    #[error("the listener at {addr} is busy (its accept queue is full); try again later")]
+    Busy {
+        /// The listener's address.
+        addr: SocketAddr,
+    },
     /// A network wait ran past its limit.
     #[error("{what} timed out after {after:?}")]
     TimedOut {
@@ -118,6 +125,7 @@ impl Error {
             Error::Rejected { .. } => io::ErrorKind::ConnectionRefused,
             Error::VersionMismatch { .. } | Error::Handshake { .. } => io::ErrorKind::InvalidData,
             Error::TimedOut { .. } => io::ErrorKind::TimedOut,
+            Error::Busy { .. } => io::ErrorKind::ConnectionRefused,
             Error::InvalidEndpoint { .. } | Error::InvalidPublicKey(_) => {
                 io::ErrorKind::InvalidInput
             }

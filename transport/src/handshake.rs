@@ -25,6 +25,7 @@ pub(crate) fn initiator_error(ep: &Endpoint, e: HandshakeError) -> Error {
             addr: ep.addr,
             expected: ep.public_key,
         },
+        HandshakeError::Busy => Error::Busy { addr: ep.addr },
         HandshakeError::VersionMismatch { theirs } => Error::VersionMismatch {
             addr: ep.addr,
             ours: proto::VERSION,
@@ -86,18 +87,36 @@ pub(crate) async fn initiate_async<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|e| initiator_error(ep, HandshakeError::Malformed(e.to_string())))?;
     let mut body = [0u8; proto::MAX_HANDSHAKE_FRAME];
     io.read_exact(&mut body[..len]).await.map_err(io_err)?;
-    initiator
+    let mut session = initiator
         .finish(&body[..len])
-        .map_err(|e| initiator_error(ep, e))
+        .map_err(|e| initiator_error(ep, e))?;
+    // The admission record, at once: the listener admits us only once it
+    // decrypts.
+    let mut admit = Vec::with_capacity(proto::ADMISSION_FRAME);
+    session.seal_admission(&mut admit);
+    io.write_all(&admit).await.map_err(io_err)?;
+    io.flush().await.map_err(io_err)?;
+    Ok(session)
 }
 
-/// Runs the responder's side over an async stream. The caller bounds it with
-/// a timeout. Errors are for the log: the listener never returns them.
+/// What the responder does with a good first message.
+pub(crate) enum FirstMessage {
+    /// Answer it and wait for the admission record.
+    Answer,
+    /// Refuse it with the busy rejection (the accept queue is full).
+    Busy,
+}
+
+/// Runs the responder's side over an async stream: reads the first message,
+/// asks `on_first_message` whether to answer it, answers, then reads and
+/// checks the admission record. The caller bounds it with a timeout. Errors
+/// are for the log: the listener never returns them.
 pub(crate) async fn respond_async<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     local: &Identity,
     protocol: Protocol,
     peer: SocketAddr,
+    on_first_message: impl FnOnce() -> FirstMessage,
 ) -> io::Result<Responded> {
     let mut header = [0u8; 2];
     io.read_exact(&mut header).await?;
@@ -105,8 +124,23 @@ pub(crate) async fn respond_async<S: AsyncRead + AsyncWrite + Unpin>(
     let mut body = [0u8; proto::MAX_HANDSHAKE_FRAME];
     io.read_exact(&mut body[..len]).await?;
     match Responder::respond(local, protocol, &body[..len]) {
-        Ok(accepted) => {
+        Ok(mut accepted) => {
+            if let FirstMessage::Busy = on_first_message() {
+                let _ = io.write_all(&Responder::busy_reply()).await;
+                let _ = io.flush().await;
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("refused {peer}: busy (accept queue full)"),
+                ));
+            }
             io.write_all(&accepted.reply).await?;
+            io.flush().await?;
+            let mut admit = [0u8; proto::ADMISSION_FRAME];
+            io.read_exact(&mut admit).await?;
+            accepted
+                .session
+                .open_admission(&admit)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             Ok(Responded {
                 session: accepted.session,
                 payload: accepted.payload,

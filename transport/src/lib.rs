@@ -53,6 +53,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+mod admission;
 pub mod aio;
 mod carrier;
 mod endpoint;

@@ -136,6 +136,17 @@ impl Listener {
     pub fn public_key(&self) -> PublicKey {
         self.inner.public_key()
     }
+
+    /// How many connections hold a handshake slot right now (they have not
+    /// proven themselves yet).
+    pub fn pending_handshakes(&self) -> usize {
+        self.inner.pending_handshakes()
+    }
+
+    /// How many proven streams wait for [`accept`](Listener::accept).
+    pub fn queued_streams(&self) -> usize {
+        self.inner.queued_streams()
+    }
 }
 
 /// Iterator returned by [`Listener::incoming`].

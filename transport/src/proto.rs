@@ -14,13 +14,24 @@
 //!    ([`RejectCode`]): [`RejectCode::Version`] (detail: its version)
 //!    when the versions differ, [`RejectCode::Key`] when it cannot decrypt
 //!    the first message, which means the initiator dialled a key the
-//!    responder does not hold. A code the initiator does not know decodes to
-//!    [`HandshakeError::Rejected`] ("unknown rejection N"). A first frame
-//!    without [`MAGIC`] is not ours and gets no answer.
+//!    responder does not hold, [`RejectCode::Busy`] when its accept queue
+//!    has no room (the first message was good; try again later). A code the
+//!    initiator does not know decodes to [`HandshakeError::Rejected`]
+//!    ("unknown rejection N"). A first frame without [`MAGIC`] is not ours
+//!    and gets no answer.
+//! 3. The initiator's first record is the *admission record*
+//!    ([`ADMISSION_FRAME`]): its plaintext is the one byte
+//!    [`wire::transport_record::ADMIT`](crate::wire::transport_record::ADMIT).
+//!    The transport sends it at once after the handshake
+//!    ([`Session::seal_admission`]); the responder admits the connection
+//!    only once it decrypts ([`Session::open_admission`]), since only the
+//!    holder of this handshake's ephemeral key can make it: a replayed first
+//!    message gets a reply and nothing more. It is never delivered to the
+//!    application.
 //!
 //! `docs/wire.md` in the repository writes every byte down, with worked
 //! examples that the tests check against this code.
-//! 3. Then each record is one frame holding one Noise transport message:
+//! 4. Then each record is one frame holding one Noise transport message:
 //!    ChaCha20-Poly1305 ciphertext with a 16-byte tag, at most
 //!    [`MAX_FRAME_LEN`] bytes. Nonces count up from zero in each direction,
 //!    so a replayed, reordered, dropped or altered frame fails authentication.
@@ -75,6 +86,12 @@ pub const REJECT_VERSION: u8 = RejectCode::Version.to_u8();
 /// initiator dialled a key the responder does not hold. An alias of
 /// [`RejectCode::Key`] in the registry.
 pub const REJECT_KEY: u8 = RejectCode::Key.to_u8();
+/// Rejection code: the responder is busy (its accept queue is full); the
+/// initiator may try again later. An alias of [`RejectCode::Busy`].
+pub const REJECT_BUSY: u8 = RejectCode::Busy.to_u8();
+/// The length of the admission record's frame, length prefix included: the
+/// one-byte plaintext and its tag.
+pub const ADMISSION_FRAME: usize = 2 + 1 + TAG_LEN;
 /// The largest frame body (a Noise message).
 pub const MAX_FRAME_LEN: usize = 65535;
 /// The authentication tag every record carries.
@@ -109,9 +126,14 @@ pub enum HandshakeError {
     /// The responder does not hold the key we dialled (it said so, or we,
     /// as responder, could not decrypt the first message).
     KeyMismatch,
-    /// The peer rejected the handshake for another reason than a version or
-    /// key mismatch (busy, a limit, ...), or with a code this version does
-    /// not know ([`RejectCode::Unknown`]).
+    /// The responder is busy (its accept queue is full): try again later.
+    Busy,
+    /// The initiator's first record is not a valid admission record: it does
+    /// not decrypt (a replayed first message, say) or holds something else.
+    NotAdmitted(String),
+    /// The peer rejected the handshake for another reason than a version,
+    /// key or busy (a limit, ...), or with a code this version does not know
+    /// ([`RejectCode::Unknown`]).
     Rejected {
         /// The rejection code, from the registry.
         code: RejectCode,
@@ -139,6 +161,10 @@ impl fmt::Display for HandshakeError {
             HandshakeError::KeyMismatch => f.write_str(
                 "peer key mismatch: the responder does not hold the key the initiator dialled",
             ),
+            HandshakeError::Busy => {
+                f.write_str("the responder is busy (its accept queue is full); try again later")
+            }
+            HandshakeError::NotAdmitted(why) => write!(f, "connection not admitted: {why}"),
             HandshakeError::Rejected { code } => {
                 write!(f, "the peer rejected the handshake: {code}")
             }
@@ -294,6 +320,7 @@ impl Initiator {
                     theirs: rest.first().copied().unwrap_or(0),
                 },
                 RejectCode::Key => HandshakeError::KeyMismatch,
+                RejectCode::Busy => HandshakeError::Busy,
                 code => HandshakeError::Rejected { code },
             });
         }
@@ -336,6 +363,16 @@ pub struct Rejection {
 pub struct Responder;
 
 impl Responder {
+    /// The rejection frame a responder sends instead of its answer when it is
+    /// busy (its accept queue is full), length prefix included:
+    /// `00 01 03`.
+    pub fn busy_reply() -> Vec<u8> {
+        framed(1, |b| {
+            b[0] = REJECT_BUSY;
+            1
+        })
+    }
+
     /// Handles the body of the initiator's first frame (without its length
     /// prefix) for `local` over `protocol`.
     ///
@@ -469,6 +506,8 @@ pub fn check_handshake_frame_len(header: [u8; 2]) -> Result<usize, HandshakeErro
 pub struct Session {
     send: LessSafeKey,
     recv: LessSafeKey,
+    send_nonce: u64,
+    recv_nonce: u64,
     peer: PublicKey,
 }
 
@@ -501,7 +540,62 @@ impl Session {
         };
         k1.zeroize();
         k2.zeroize();
-        Ok(Session { send, recv, peer })
+        Ok(Session {
+            send,
+            recv,
+            send_nonce: 0,
+            recv_nonce: 0,
+            peer,
+        })
+    }
+
+    /// Initiator: appends the admission record (see the module docs) to
+    /// `out`. Call it once, before any other record is sealed.
+    pub fn seal_admission(&mut self, out: &mut Vec<u8>) {
+        debug_assert_eq!(self.send_nonce, 0, "the admission record comes first");
+        let mut sealer = Sealer {
+            key: self.send.clone(),
+            nonce: self.send_nonce,
+        };
+        sealer.seal(&[crate::wire::transport_record::ADMIT], out, usize::MAX);
+        self.send_nonce = sealer.nonce;
+    }
+
+    /// Responder: checks the initiator's first record, `frame` being the
+    /// whole [`ADMISSION_FRAME`] bytes (length prefix included). On success
+    /// the connection is proven and the record consumed.
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::NotAdmitted`] when the frame has another length,
+    /// does not decrypt, or holds something other than the admission byte.
+    pub fn open_admission(&mut self, frame: &[u8]) -> Result<(), HandshakeError> {
+        if frame.len() != ADMISSION_FRAME
+            || u16::from_be_bytes([frame[0], frame[1]]) as usize != ADMISSION_FRAME - 2
+        {
+            return Err(HandshakeError::NotAdmitted(
+                "the first record is not an admission record".into(),
+            ));
+        }
+        let mut body = [0u8; ADMISSION_FRAME - 2];
+        body.copy_from_slice(&frame[2..]);
+        let mut opener = Opener {
+            key: self.recv.clone(),
+            nonce: self.recv_nonce,
+        };
+        let n = opener.open_in_place(&mut body).map_err(|_| {
+            HandshakeError::NotAdmitted(
+                "the first record does not decrypt (a replayed first message?)".into(),
+            )
+        })?;
+        if body[..n] != [crate::wire::transport_record::ADMIT] {
+            return Err(HandshakeError::NotAdmitted(format!(
+                "the first record holds {:02x?}, not the admission byte",
+                &body[..n]
+            )));
+        }
+        self.recv_nonce = opener.nonce;
+        Ok(())
     }
 
     /// The peer's proven public key.
@@ -515,11 +609,11 @@ impl Session {
         (
             Opener {
                 key: self.recv,
-                nonce: 0,
+                nonce: self.recv_nonce,
             },
             Sealer {
                 key: self.send,
-                nonce: 0,
+                nonce: self.send_nonce,
             },
         )
     }
@@ -986,6 +1080,60 @@ mod tests {
         );
     }
 
+    /// The worked example of `docs/wire-admission.md`: the admission record
+    /// under the initiator-to-responder key 00 01 .. 1f.
+    #[test]
+    fn admission_record_test_vector() {
+        let k: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let peer = Identity::generate().public_key();
+        let mut initiator = Session {
+            send: chacha_key(&k),
+            recv: chacha_key(&[0xee; 32]),
+            send_nonce: 0,
+            recv_nonce: 0,
+            peer,
+        };
+        let mut wire = Vec::new();
+        initiator.seal_admission(&mut wire);
+        assert_eq!(hex::encode(&wire), "001118859d5e9a1553197450870695dd2f5950");
+        let mut responder = Session {
+            send: chacha_key(&[0xee; 32]),
+            recv: chacha_key(&k),
+            send_nonce: 0,
+            recv_nonce: 0,
+            peer,
+        };
+        responder.open_admission(&wire).unwrap();
+        // The next records go on from nonce 1 on both sides.
+        let (_, mut sealer) = initiator.split();
+        let (mut opener, _) = responder.split();
+        let mut rec = Vec::new();
+        sealer.seal(b"hi", &mut rec, usize::MAX);
+        let mut out = [0u8; 64];
+        let n = opener.open(&rec[2..], &mut out).unwrap();
+        assert_eq!(&out[..n], b"hi");
+        // A replayed first message cannot make this record: any other key
+        // fails, and so does a second copy under the right one.
+        assert!(matches!(
+            responder_with(&[0x55; 32]).open_admission(&wire),
+            Err(HandshakeError::NotAdmitted(_))
+        ));
+        let mut twice = responder_with(&k);
+        twice.open_admission(&wire).unwrap();
+        assert!(twice.open_admission(&wire).is_err());
+        assert_eq!(Responder::busy_reply(), [0, 1, 3]);
+    }
+
+    fn responder_with(k: &[u8; 32]) -> Session {
+        Session {
+            send: chacha_key(&[0xee; 32]),
+            recv: chacha_key(k),
+            send_nonce: 0,
+            recv_nonce: 0,
+            peer: Identity::generate().public_key(),
+        }
+    }
+
     #[test]
     fn params_parse() {
         builder_params();
@@ -1235,7 +1383,10 @@ mod tests {
                 200u8,
                 "the peer rejected the handshake: unknown rejection 200",
             ),
-            (3, "the peer rejected the handshake: busy"),
+            (
+                4,
+                "the peer rejected the handshake: connection limit reached",
+            ),
             (
                 255,
                 "the peer rejected the handshake: unknown rejection 255",

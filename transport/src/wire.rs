@@ -93,6 +93,20 @@ impl fmt::Display for RejectCode {
     }
 }
 
+/// Record types of the transport's own control records, the first byte of
+/// an encrypted record's plaintext where the transport reads one (0x00–0x0f).
+pub mod transport_record {
+    /// The admission record: the initiator's first transport record, sent by
+    /// the transport at once after the handshake. Its plaintext is exactly
+    /// this one byte (so its frame is `00 11 ‖ 17 bytes`). The responder
+    /// admits the connection (counts it, queues it for `accept`, reports the
+    /// peer key) only once this record decrypts, which proves the initiator
+    /// holds this handshake's ephemeral key: a replayed first message never
+    /// gets past its handshake slot. The record is consumed by the transport
+    /// and never delivered to the application.
+    pub const ADMIT: u8 = 0x00;
+}
+
 /// Frame types of the crust connection protocol (`crust::proto`), carried
 /// inside encrypted transport records. Reserved here so that transport-level
 /// control records (admission, see the transport docs) and crust frames never

@@ -82,10 +82,12 @@ fn too_many_pending_handshakes_are_shed() {
     let (_, listener, ep) = listener_with(
         ListenerOptions::default()
             .max_pending_handshakes(4)
+            .first_message_timeout(Duration::from_secs(600))
             .handshake_timeout(Duration::from_secs(600)),
     );
-    // Eight silent clients: four hold the handshake slots (for 600 s), the
-    // other four must be closed at once.
+    // Eight silent clients: each newcomer beyond the four slots displaces
+    // the oldest silent one (never the newcomer), so four are closed at once
+    // and the last four hold the slots.
     let socks: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = TcpStream::connect(ep.addr).unwrap();

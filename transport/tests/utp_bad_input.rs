@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use transport::utp::proto::packet::HEADER_LEN;
 use transport::utp::proto::{
     ConnectionHandle, Endpoint, EndpointConfig, Header, MAX_DATAGRAM, Packet, PacketType,
+    SynCookies,
 };
 
 struct Pair {
@@ -22,8 +23,12 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with(EndpointConfig::default())
+    }
+
+    fn with(b_config: EndpointConfig) -> Pair {
         let now = Instant::now();
-        let mut b = Endpoint::new(EndpointConfig::default(), now);
+        let mut b = Endpoint::new(b_config, now);
         b.set_listening(true);
         Pair {
             a: Endpoint::new(
@@ -134,8 +139,12 @@ fn strays_get_reset_but_resets_get_nothing() {
 }
 
 #[test]
-fn syn_flood_is_bounded_by_backlog_and_reset_queue() {
-    let mut p = Pair::new();
+fn syn_flood_is_bounded_by_backlog_and_displaces_itself() {
+    // Without cookies (see utp_syn_cookies.rs for the flood with them).
+    let mut p = Pair::with(EndpointConfig {
+        syn_cookies: SynCookies::Off,
+        ..EndpointConfig::default()
+    });
     for i in 0..10_000u32 {
         let from = SocketAddr::from(([198, 51, 100, (i % 250) as u8], 1024 + (i / 250) as u16));
         p.b.handle_datagram(p.now, from, &packet(PacketType::Syn, i as u16, 1, 0, b""));
@@ -144,22 +153,34 @@ fn syn_flood_is_bounded_by_backlog_and_reset_queue() {
     assert_eq!(p.b.connection_count(), backlog);
     assert_eq!(p.b.backlog_len(), backlog);
     let s = p.b.stats().clone();
-    assert_eq!(s.syns_refused, 10_000 - backlog as u64);
-    assert_eq!(s.resets_sent + s.resets_dropped, s.syns_refused);
+    // Each newer SYN displaced the oldest waiting one never heard from;
+    // none was refused.
+    assert_eq!(s.syns_evicted, 10_000 - backlog as u64);
+    assert_eq!(s.syns_refused, 0);
     let mut out = 0;
     while p.b.poll_transmit(p.now, &mut p.buf).is_some() {
         out += 1;
     }
-    // One STATE per accepted SYN plus the bounded RESET queue.
-    assert_eq!(out, backlog + EndpointConfig::default().max_pending_resets);
-    // Taking connections from the backlog makes room for new SYNs.
-    p.b.accept().unwrap();
+    // One STATE per SYN still held; the displaced ones never got to send.
+    assert_eq!(out, backlog);
+    // A good SYN after the flood still gets in.
     p.b.handle_datagram(
         p.now,
         "203.0.113.5:9".parse().unwrap(),
         &packet(PacketType::Syn, 4242, 1, 0, b""),
     );
-    assert_eq!(p.b.connection_count(), backlog + 1);
+    assert_eq!(p.b.connection_count(), backlog);
+    assert_eq!(p.b.stats().syns_evicted, 10_001 - backlog as u64);
+    let t = p.b.poll_transmit(p.now, &mut p.buf).unwrap();
+    assert_eq!(t.destination, "203.0.113.5:9".parse().unwrap());
+    assert!(p.b.poll_transmit(p.now, &mut p.buf).is_none());
+    // Released before the peer said anything more: forgotten at once, with
+    // no FIN.
+    let (h, _) = p.b.accept().unwrap();
+    p.b.release(h);
+    assert_eq!(p.b.connection_count(), backlog - 1);
+    assert_eq!(p.b.stats().unheard_released, 1);
+    assert!(p.b.poll_transmit(p.now, &mut p.buf).is_none(), "no FIN");
 }
 
 #[test]

@@ -89,3 +89,34 @@ async fn librqbit_client_to_our_listener_both_directions() {
     c.flush().await.unwrap();
     srv.await.unwrap();
 }
+
+/// The same with SYN cookies forced on at our listener: the third-party
+/// initiator's SYN is answered statelessly and its first data packet
+/// creates the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librqbit_client_to_our_listener_with_syn_cookies_forced_on() {
+    use transport::utp::proto::{EndpointConfig, SynCookies};
+    let config = EndpointConfig {
+        syn_cookies: SynCookies::Always,
+        ..EndpointConfig::default()
+    };
+    let ours = UtpSocket::bind_with_config(lo(), config).unwrap();
+    let oaddr = ours.local_addr();
+    let srv = tokio::spawn(async move {
+        let (mut s, _) = ours.accept().await.unwrap();
+        check_pattern(&mut s, LEN).await;
+        send_pattern(&mut s, LEN).await;
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"done");
+        let stats = ours.stats();
+        assert_eq!((stats.cookies_sent, stats.cookies_proven), (1, 1));
+    });
+    let theirs = librqbit_utp::UtpSocket::new_udp(lo()).await.unwrap();
+    let mut c = theirs.connect(oaddr).await.unwrap();
+    send_pattern(&mut c, LEN).await;
+    check_pattern(&mut c, LEN).await;
+    c.write_all(b"done").await.unwrap();
+    c.flush().await.unwrap();
+    srv.await.unwrap();
+}

@@ -57,7 +57,11 @@ impl RawClient {
         sock.read_exact(&mut hdr).unwrap();
         let mut body = vec![0u8; u16::from_be_bytes(hdr) as usize];
         sock.read_exact(&mut body).unwrap();
-        let session = init.finish(&body).unwrap();
+        let mut session = init.finish(&body).unwrap();
+        // The admission record, as every dialler sends it.
+        let mut admit = Vec::new();
+        session.seal_admission(&mut admit);
+        sock.write_all(&admit).unwrap();
         let (opener, sealer) = session.split();
         RawClient {
             sock,

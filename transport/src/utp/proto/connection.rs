@@ -537,6 +537,16 @@ impl Connection {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+    /// Whether a data packet with `seq_nr` is the next one in order (it
+    /// lets buffered out-of-order data through to the reader).
+    pub fn is_next_in_order(&self, seq_nr: u16) -> bool {
+        seq_nr == self.ack_nr.wrapping_add(1)
+    }
+    /// Received bytes held: ready for [`Connection::read`] plus out of
+    /// order.
+    pub fn buffered_bytes(&self) -> usize {
+        self.read_buf.len() + self.reorder_bytes
+    }
     /// Bytes ready for [`Connection::read`].
     pub fn readable_bytes(&self) -> usize {
         self.read_buf.len()
@@ -644,6 +654,16 @@ impl Connection {
             return Some(0);
         }
         None
+    }
+
+    /// Drops every received byte not yet read (the owner is gone: nothing
+    /// will read it), so no memory is held for a reader that does not
+    /// exist. The window opens again, so the peer can finish its stream.
+    pub fn discard_received(&mut self) {
+        if !self.read_buf.is_empty() {
+            self.read_buf = std::collections::VecDeque::new();
+            self.ack_pending = true;
+        }
     }
 
     /// Closes our sending half: a FIN follows the queued bytes. Reading

@@ -11,7 +11,7 @@ pub mod packet;
 
 pub use connection::{Config, Connection, ConnectionError, State, Stats};
 pub use endpoint::{
-    ConnectionHandle, Endpoint, EndpointConfig, EndpointError, EndpointStats, Transmit,
+    ConnectionHandle, Endpoint, EndpointConfig, EndpointError, EndpointStats, SynCookies, Transmit,
     rendezvous_id,
 };
 pub use packet::{DecodeError, Header, MAX_DATAGRAM, MAX_PAYLOAD, Packet, PacketType};
