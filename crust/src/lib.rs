@@ -58,6 +58,7 @@
 //!   for the inactivity timeout is reported lost.
 //! - [`Config`]: JSON, strict (unknown fields are errors naming the field,
 //!   file and line).
+//! - [`aio`]: the same service and streams as async, for tokio programs.
 //! - [`proto`]: the sans-IO core (frames, hello, beacon payload, heartbeat
 //!   rules).
 //! - The crates underneath, re-exported: [`transport`], [`nat_traversal`],
@@ -72,6 +73,7 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod aio;
 mod config;
 mod error;
 pub mod proto;

@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use nat_traversal::{
-    HolePunchServerAddr, MappedUdpSocket, MappingContext, MappingOptions, SimpleUdpHolePunchServer,
-};
+use nat_traversal::aio::StunServer;
+use nat_traversal::{HolePunchServerAddr, MappedUdpSocket, MappingContext, MappingOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -158,12 +157,13 @@ impl Heart {
 pub(crate) struct Shared {
     config: Config,
     identity: Identity,
+    flavor: Flavor,
     counters: Arc<Counters>,
     heart: Arc<Heart>,
     listeners: Mutex<Vec<ListenerEntry>>,
-    incoming_tx: mpsc::Sender<Arc<Inner>>,
+    incoming_tx: mpsc::Sender<Accepted>,
     mapping: MappingContext,
-    stun: SimpleUdpHolePunchServer,
+    stun: StunServer,
     beacon: Mutex<BeaconRun>,
     beacon_tx: mpsc::Sender<Endpoint>,
     beacon_stats: Arc<BeaconStats>,
@@ -255,19 +255,93 @@ impl Service {
     /// or written (it names the file); [`Error::Io`] when the beacon port
     /// cannot be bound.
     pub fn new_from_config(config: Config) -> Result<Service> {
+        let (shared, incoming_rx, beacon_rx) =
+            crust_runtime::block_on(Shared::start(config, Flavor::Blocking))
+                .map_err(|e| Error::io("crust::Service::new_from_config", e))??;
+        Ok(Service {
+            acceptor: ServiceListener {
+                rx: tokio::sync::Mutex::new(incoming_rx),
+                shared: shared.clone(),
+            },
+            beacon_state: ServiceBeaconState::new(shared.clone()),
+            beacon_receiver: ServiceBeaconReceiver {
+                rx: tokio::sync::Mutex::new(beacon_rx),
+                shared: shared.clone(),
+            },
+            controller: ServiceController { shared },
+        })
+    }
+}
+
+/// Which face a service's accepted streams take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavor {
+    /// [`Stream`]: a blocking socket, heartbeats on the service's timer.
+    Blocking,
+    /// [`crate::aio::Stream`]: a driver task per stream.
+    Aio,
+}
+
+/// A stream whose hellos are done, in the service's flavor.
+pub(crate) enum Accepted {
+    Blocking(Arc<Inner>),
+    Aio(crate::aio::Stream),
+}
+
+/// A connection whose transport handshake and hellos are done: what either
+/// face of a stream is made from.
+pub(crate) struct Connected {
+    pub(crate) t: transport::aio::Stream,
+    pub(crate) peer: Endpoint,
+    pub(crate) listeners: Vec<Endpoint>,
+    pub(crate) settings: StreamSettings,
+    pub(crate) guard: ConnGuard,
+}
+
+impl Connected {
+    /// The blocking face: the socket leaves the runtime.
+    fn into_blocking(self, heart: &Heart) -> Result<Arc<Inner>> {
+        let peer = self.peer;
+        let t = transport::Stream::from_aio(self.t)
+            .map_err(|e| Error::io(format!("taking over the stream to {peer}"), e))?;
+        let inner = Arc::new(Inner::new(
+            t,
+            peer,
+            self.listeners,
+            self.settings,
+            self.guard,
+        ));
+        heart.register(&inner);
+        Ok(inner)
+    }
+}
+
+/// What [`Shared::start`] gives: the service's state, its accepted streams
+/// and its beacon-found endpoints.
+pub(crate) type Started = (
+    Arc<Shared>,
+    mpsc::Receiver<Accepted>,
+    mpsc::Receiver<Endpoint>,
+);
+
+impl Shared {
+    /// Everything a service starts: identity, NAT context, STUN server,
+    /// listeners, beacon.
+    pub(crate) async fn start(config: Config, flavor: Flavor) -> Result<Started> {
         config.validate()?;
         let identity = load_identity(&config)?;
-        let mapping = MappingContext::with_options(MappingOptions {
+        let mapping = nat_traversal::aio::discover(MappingOptions {
             stun_servers: config.hole_punch_servers.clone(),
             igd: config.igd,
             local_ip: config.mapping_local_ip,
             ..MappingOptions::default()
         })
+        .await
         .map_err(|e| Error::io("starting NAT discovery", os_err(e)))?;
         let stun_ip = config
             .mapping_local_ip
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let stun = start_stun(stun_ip)?;
+        let stun = start_stun(stun_ip).await?;
         // Often enough for a peer whose inactivity timeout is shorter than
         // ours (heartbeats then go at a third of it).
         let tick = (config.heartbeat_period / 4)
@@ -276,6 +350,7 @@ impl Service {
         let (beacon_tx, beacon_rx) = mpsc::channel(BEACON_QUEUE);
         let shared = Arc::new(Shared {
             identity,
+            flavor,
             counters: Arc::default(),
             heart: Heart::start(tick),
             listeners: Mutex::new(Vec::new()),
@@ -294,7 +369,7 @@ impl Service {
             config,
         });
         for le in shared.config.listen.clone() {
-            shared.add_listener(le)?;
+            shared.add_listener(le).await?;
         }
         if shared.config.beacon.enabled {
             shared.start_beacon()?;
@@ -310,21 +385,7 @@ impl Service {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        Ok(Service {
-            acceptor: ServiceListener {
-                rx: tokio::sync::Mutex::new(incoming_rx),
-                shared: shared.clone(),
-            },
-            beacon_state: ServiceBeaconState {
-                shared: shared.clone(),
-                _state: PhantomData,
-            },
-            beacon_receiver: ServiceBeaconReceiver {
-                rx: tokio::sync::Mutex::new(beacon_rx),
-                shared: shared.clone(),
-            },
-            controller: ServiceController { shared },
-        })
+        Ok((shared, incoming_rx, beacon_rx))
     }
 }
 
@@ -335,10 +396,13 @@ fn os_err(e: impl Into<std::io::Error>) -> std::io::Error {
 
 /// Our STUN server on a free port. It takes the same port for UDP and TCP,
 /// and a free UDP port may be taken for TCP: try a few.
-fn start_stun(ip: std::net::IpAddr) -> Result<SimpleUdpHolePunchServer> {
+async fn start_stun(ip: std::net::IpAddr) -> Result<StunServer> {
     let mut attempt = 0;
     loop {
-        match SimpleUdpHolePunchServer::bind(SocketAddr::new(ip, 0), None).map_err(os_err) {
+        match StunServer::bind(SocketAddr::new(ip, 0), None)
+            .await
+            .map_err(os_err)
+        {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 16 => attempt += 1,
             Err(e) => return Err(Error::io(format!("starting the STUN server on {ip}"), e)),
@@ -406,16 +470,13 @@ impl Shared {
         .encode()
     }
 
-    fn add_listener(self: &Arc<Self>, le: ListenEndpoint) -> Result<()> {
+    pub(crate) async fn add_listener(self: &Arc<Self>, le: ListenEndpoint) -> Result<()> {
         let options = ListenerOptions::default()
             .handshake_timeout(self.config.handshake_timeout)
             .max_pending_handshakes(self.config.limits.max_pending_handshakes);
-        let identity = self.identity.clone();
-        let listener = crust_runtime::block_on(async move {
-            transport::aio::Listener::bind_with(&identity, le, options).await
-        })
-        .map_err(|e| Error::io("binding a listener", e))?
-        .map_err(|e| Error::transport(format!("listening on {le}"), e))?;
+        let listener = transport::aio::Listener::bind_with(&self.identity, le, options)
+            .await
+            .map_err(|e| Error::transport(format!("listening on {le}"), e))?;
         let listener = Arc::new(listener);
         let ctx = AcceptCtx {
             network: self.config.network_name.clone(),
@@ -427,6 +488,7 @@ impl Shared {
             heart: self.heart.clone(),
             incoming: self.incoming_tx.clone(),
             hello: self.hello.clone(),
+            flavor: self.flavor,
         };
         let task = crust_runtime::handle().spawn(accept_loop(listener.clone(), Arc::new(ctx)));
         lock(&self.listeners).push(ListenerEntry {
@@ -438,7 +500,7 @@ impl Shared {
         Ok(())
     }
 
-    fn remove_listener(&self, le: &ListenEndpoint) -> Result<()> {
+    pub(crate) fn remove_listener(&self, le: &ListenEndpoint) -> Result<()> {
         let removed: Vec<ListenerEntry> = {
             let mut ls = lock(&self.listeners);
             let (gone, kept) = std::mem::take(&mut *ls).into_iter().partition(|l| {
@@ -513,7 +575,11 @@ impl Shared {
         }
     }
 
-    fn dial_ctx(&self) -> DialCtx {
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.config.connect_timeout
+    }
+
+    pub(crate) fn dial_ctx(&self) -> DialCtx {
         DialCtx {
             identity: self.identity.clone(),
             hello: lock(&self.hello).clone(),
@@ -534,8 +600,9 @@ struct AcceptCtx {
     max_per_peer: usize,
     counters: Arc<Counters>,
     heart: Arc<Heart>,
-    incoming: mpsc::Sender<Arc<Inner>>,
+    incoming: mpsc::Sender<Accepted>,
     hello: Arc<Mutex<Hello>>,
+    flavor: Flavor,
 }
 
 async fn accept_loop(listener: Arc<transport::aio::Listener>, ctx: Arc<AcceptCtx>) {
@@ -619,17 +686,23 @@ async fn admit(mut t: transport::aio::Stream, ctx: &AcceptCtx, peer: Endpoint) -
     let io = |e| Error::io(format!("answering {peer}"), e);
     t.write_all(&out).await.map_err(io)?;
     t.flush().await.map_err(io)?;
-    let listeners = hello
-        .listeners
-        .iter()
-        .map(|&(p, a)| Endpoint::new(p, a, peer.public_key))
-        .collect();
-    let t = transport::Stream::from_aio(t).map_err(io)?;
-    let settings = ctx.settings.towards(&hello);
-    let inner = Arc::new(Inner::new(t, peer, listeners, settings, guard));
-    ctx.heart.register(&inner);
+    let c = Connected {
+        t,
+        peer,
+        listeners: hello
+            .listeners
+            .iter()
+            .map(|&(p, a)| Endpoint::new(p, a, peer.public_key))
+            .collect(),
+        settings: ctx.settings.towards(&hello),
+        guard,
+    };
+    let accepted = match ctx.flavor {
+        Flavor::Blocking => Accepted::Blocking(c.into_blocking(&ctx.heart)?),
+        Flavor::Aio => Accepted::Aio(crate::aio::Stream::start(c)),
+    };
     log::info!("accepted {peer}");
-    permit.send(inner);
+    permit.send(accepted);
     Ok(())
 }
 
@@ -672,7 +745,7 @@ async fn read_first_frame(t: &mut transport::aio::Stream, peer: &Endpoint) -> Re
 }
 
 /// What a connect needs: copies, so no lock is held across the network wait.
-struct DialCtx {
+pub(crate) struct DialCtx {
     identity: Identity,
     hello: Hello,
     settings: StreamSettings,
@@ -680,7 +753,7 @@ struct DialCtx {
     counters: Arc<Counters>,
 }
 
-async fn dial(ctx: DialCtx, ep: Endpoint, timeout: Duration) -> Result<Inner> {
+pub(crate) async fn dial(ctx: DialCtx, ep: Endpoint, timeout: Duration) -> Result<Connected> {
     let attempt = async {
         let mut t = transport::aio::Stream::direct_connect(&ctx.identity, &ep, timeout)
             .await
@@ -731,20 +804,17 @@ async fn dial(ctx: DialCtx, ep: Endpoint, timeout: Duration) -> Result<Inner> {
                 code: RejectCode::Limit,
                 reason: format!("our own limit: {why}"),
             })?;
-        let listeners = theirs
-            .listeners
-            .iter()
-            .map(|&(p, a)| Endpoint::new(p, a, ep.public_key))
-            .collect();
-        let t = transport::Stream::from_aio(t)
-            .map_err(|e| Error::io(format!("taking over the stream to {ep}"), e))?;
-        Ok(Inner::new(
+        Ok(Connected {
             t,
-            ep,
-            listeners,
-            ctx.settings.towards(&theirs),
+            peer: ep,
+            listeners: theirs
+                .listeners
+                .iter()
+                .map(|&(p, a)| Endpoint::new(p, a, ep.public_key))
+                .collect(),
+            settings: ctx.settings.towards(&theirs),
             guard,
-        ))
+        })
     };
     tokio::time::timeout(timeout, attempt)
         .await
@@ -796,7 +866,7 @@ async fn beacon_pump(
 /// the transport handshake and both hellos done.
 #[derive(Debug)]
 pub struct ServiceListener {
-    rx: tokio::sync::Mutex<mpsc::Receiver<Arc<Inner>>>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Accepted>>,
     shared: Arc<Shared>,
 }
 
@@ -831,7 +901,12 @@ impl ServiceListener {
         })
         .map_err(|e| Error::io("crust::ServiceListener::accept", e))?;
         match got {
-            Ok(Some(inner)) => Ok(Stream::from_inner(inner)),
+            Ok(Some(Accepted::Blocking(inner))) => Ok(Stream::from_inner(inner)),
+            // Invariant: a blocking service's accept tasks make blocking
+            // streams (the flavor is fixed at start).
+            Ok(Some(Accepted::Aio(_))) => Err(Error::Closed(
+                "an async stream reached a blocking listener (a bug)".into(),
+            )),
             Ok(None) => Err(Error::Closed("the service stopped accepting".into())),
             Err(after) => Err(Error::TimedOut {
                 what: "accepting a connection".into(),
@@ -905,6 +980,15 @@ pub enum Disabled {}
 pub struct ServiceBeaconState<S = Dynamic> {
     shared: Arc<Shared>,
     _state: PhantomData<S>,
+}
+
+impl ServiceBeaconState<Dynamic> {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        ServiceBeaconState {
+            shared,
+            _state: PhantomData,
+        }
+    }
 }
 
 /// [`ServiceBeaconState::enable`] failed; the beacon stays off, and the state
@@ -1154,6 +1238,14 @@ pub struct ServiceController {
 }
 
 impl ServiceController {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        ServiceController { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Connects to `endpoint`: the transport handshake proves the peer holds
     /// the endpoint's key, then the hellos check that it is on our network.
     /// Bounded by the config's `connect_timeout`.
@@ -1176,10 +1268,9 @@ impl ServiceController {
     pub fn connect_timeout(&self, endpoint: &Endpoint, timeout: Duration) -> Result<Stream> {
         let ctx = self.shared.dial_ctx();
         let ep = *endpoint;
-        let inner = crust_runtime::block_on(dial(ctx, ep, timeout))
+        let c = crust_runtime::block_on(dial(ctx, ep, timeout))
             .map_err(|e| Error::io("crust::ServiceController::connect", e))??;
-        let inner = Arc::new(inner);
-        self.shared.heart.register(&inner);
+        let inner = c.into_blocking(&self.shared.heart)?;
         log::info!("connected to {ep}");
         Ok(Stream::from_inner(inner))
     }
@@ -1191,7 +1282,8 @@ impl ServiceController {
     ///
     /// [`Error::Transport`] if it cannot be bound.
     pub fn add_listener(&self, endpoint: ListenEndpoint) -> Result<()> {
-        self.shared.add_listener(endpoint)
+        crust_runtime::block_on(self.shared.add_listener(endpoint))
+            .map_err(|e| Error::io("crust::ServiceController::add_listener", e))?
     }
 
     /// Stops listening on `endpoint` (as given to [`add_listener`] or in the
@@ -1249,9 +1341,9 @@ impl ServiceController {
     pub fn hole_punch_addresses(&self) -> Vec<HolePunchServerAddr> {
         self.shared
             .stun
-            .addresses()
-            .into_iter()
-            .map(HolePunchServerAddr::Simple)
+            .udp_addrs()
+            .iter()
+            .map(|a| HolePunchServerAddr::Simple(*a))
             .collect()
     }
 
