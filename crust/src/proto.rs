@@ -610,6 +610,42 @@ mod tests {
         );
     }
 
+    const WIRE_MD: &str = include_str!("../../docs/wire.md");
+
+    #[test]
+    fn wire_md_examples_match_the_code() {
+        use netlab::wire_doc::assert_hex;
+        let mut wire = Vec::new();
+        Hello {
+            version: 1,
+            network: "ab".into(),
+            inactivity_timeout: Duration::from_secs(30),
+            listeners: vec![(Protocol::Tcp, "192.0.2.1:5483".parse().unwrap())],
+        }
+        .encode(&mut wire);
+        assert_hex(WIRE_MD, "crust-hello", &wire);
+        wire.clear();
+        encode_reject(RejectCode::OtherNetwork, "right", &mut wire);
+        assert_hex(WIRE_MD, "crust-reject", &wire);
+        wire.clear();
+        wire.extend_from_slice(&encode_message_header(2));
+        wire.extend_from_slice(b"hi");
+        wire.extend_from_slice(&HEARTBEAT_FRAME);
+        wire.extend_from_slice(&CLOSE_FRAME);
+        assert_hex(WIRE_MD, "crust-message-heartbeat-close", &wire);
+        let p = BeaconPayload {
+            network: "ab".into(),
+            public_key: PublicKey::from_bytes([7; 32]),
+            listeners: vec![(Protocol::Tcp, "127.0.0.1:5483".parse().unwrap())],
+        };
+        assert_hex(WIRE_MD, "crust-beacon-payload", &p.encode());
+        // And the documented bytes decode to the same frames.
+        let doc = netlab::wire_doc::hex(WIRE_MD, "crust-message-heartbeat-close");
+        let (f, n) = decode_frame(&doc, 10).unwrap().unwrap();
+        assert_eq!((f, n), (Frame::Message(5..7), 7));
+        assert_eq!(MAX_HELLO_LEN, 391);
+    }
+
     #[test]
     fn oversized_message_is_refused_from_its_header() {
         let wire = encode_message_header(1025);

@@ -1080,7 +1080,7 @@ mod tests {
         );
     }
 
-    /// The worked example of `docs/wire-admission.md`: the admission record
+    /// The worked example of `docs/wire.md` §9: the admission record
     /// under the initiator-to-responder key 00 01 .. 1f.
     #[test]
     fn admission_record_test_vector() {
