@@ -75,7 +75,7 @@ use crate::wire::RejectCode;
 /// The first four bytes of every crust transport connection.
 pub const MAGIC: [u8; 4] = *b"CRST";
 /// The transport protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The status byte of a responder's answer that accepts the handshake; any
 /// other value is a rejection code ([`RejectCode`]).
 pub const ACCEPTED: u8 = 0;
@@ -1043,7 +1043,7 @@ mod tests {
             .err()
             .unwrap();
         netlab::wire_doc::assert_hex(WIRE_MD, "reject-key", &rej.reply.unwrap());
-        msg1[2 + 4] = 2;
+        msg1[2 + 4] = VERSION + 1;
         let rej = Responder::respond(&b, Protocol::Tcp, &msg1[2..])
             .err()
             .unwrap();
