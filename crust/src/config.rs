@@ -110,6 +110,12 @@ pub struct Config {
 }
 
 /// The beacon part of a [`Config`].
+///
+/// ```
+/// let c = crust::Config::default().beacon_port(6000).beacon_interfaces(["eth0"]);
+/// assert_eq!(c.beacon.port, 6000);
+/// assert_eq!(c.beacon.interfaces, Some(vec!["eth0".to_string()]));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
@@ -127,6 +133,14 @@ pub struct BeaconConfig {
 
 /// Connection limits of a [`Config`]. A connection over a limit is refused
 /// with a reject frame the dialler sees.
+///
+/// ```
+/// use crust::{Config, Limits};
+/// let c = Config::default().limits(Limits::default().max_inbound(100).max_per_peer(4));
+/// assert_eq!(c.limits.max_inbound, 100);
+/// assert!(c.validate().is_ok());
+/// assert!(Config::default().limits(Limits::default().max_per_peer(0)).validate().is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]

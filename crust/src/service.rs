@@ -864,6 +864,21 @@ async fn beacon_pump(
 
 /// Accepts connections from peers of our network. Each stream arrives with
 /// the transport handshake and both hellos done.
+///
+/// ```
+/// use std::time::Duration;
+/// # let config = crust::Config::loopback().beacon_enabled(false);
+/// let server = crust::Service::new_from_config(config.clone())?;
+/// let client = crust::Service::new_from_config(config)?;
+/// let ep = server.controller.accepting_endpoints()[0].known_endpoints()[0].endpoint;
+/// let _s = client.controller.connect(&ep)?;
+/// let t = server.acceptor.accept_timeout(Duration::from_secs(5))?;
+/// assert_eq!(t.peer_public_key(), client.controller.public_key());
+/// // Nobody else is coming:
+/// let e = server.acceptor.accept_timeout(Duration::from_millis(50)).unwrap_err();
+/// assert!(matches!(e, crust::Error::TimedOut { .. }));
+/// # Ok::<(), crust::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ServiceListener {
     rx: tokio::sync::Mutex<mpsc::Receiver<Accepted>>,
@@ -1102,6 +1117,22 @@ impl From<ServiceBeaconState<Disabled>> for ServiceBeaconState<Dynamic> {
 /// the LAN: only those on the announcing host's own address, never our own.
 /// Nothing is dialled unless you dial it. The same endpoint comes again with
 /// every beacon period.
+///
+/// ```
+/// use std::time::Duration;
+/// // A port of this run: concurrent runs must not hear each other.
+/// let port = 40_000 + (std::process::id() % 20_000) as u16;
+/// let config = crust::Config::loopback()
+///     .network_name("beacon-doc")
+///     .beacon_port(port)
+///     .beacon_period(Duration::from_millis(100));
+/// let mut a = crust::Service::new_from_config(config.clone())?;
+/// let b = crust::Service::new_from_config(config)?;
+/// let heard = a.beacon_receiver.next_timeout(Duration::from_secs(10))?;
+/// assert_eq!(heard.public_key, b.controller.public_key());
+/// let stream = a.controller.connect(&heard)?;
+/// # Ok::<(), crust::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ServiceBeaconReceiver {
     rx: tokio::sync::Mutex<mpsc::Receiver<Endpoint>>,
@@ -1180,6 +1211,17 @@ impl Iterator for BeaconEndpoints<'_> {
 }
 
 /// An endpoint reachable by others, and whether a NAT may filter it.
+///
+/// ```
+/// # let service = crust::Service::new_from_config(crust::Config::loopback().beacon_enabled(false))?;
+/// for a in service.controller.accepting_endpoints() {
+///     for m in a.known_endpoints() {
+///         assert!(!m.nat_restricted);
+///         println!("{}", m.endpoint); // tcp://127.0.0.1:PORT/?pubkey=...
+///     }
+/// }
+/// # Ok::<(), crust::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MappedEndpoint {
     /// The endpoint (with our key).
@@ -1190,6 +1232,15 @@ pub struct MappedEndpoint {
 }
 
 /// One listener of the service: where it is bound and how others reach it.
+///
+/// ```
+/// # let service = crust::Service::new_from_config(crust::Config::loopback().beacon_enabled(false))?;
+/// let a = &service.controller.accepting_endpoints()[0];
+/// assert_ne!(a.local_endpoint().addr.port(), 0); // the real port
+/// // With no STUN server and no UPnP gateway, mapping adds nothing.
+/// assert_eq!(a.mapped_endpoints()?, a.known_endpoints());
+/// # Ok::<(), crust::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct AcceptingEndpoint {
     local: ListenEndpoint,
@@ -1232,6 +1283,28 @@ impl AcceptingEndpoint {
 /// `Send + Sync`, and every method takes `&self`, so many threads can use
 /// one controller at once; a connect holds no lock while it waits on the
 /// network.
+///
+/// ```
+/// # let config = crust::Config::loopback().beacon_enabled(false);
+/// let server = crust::Service::new_from_config(config.clone())?;
+/// let client = crust::Service::new_from_config(config)?;
+/// let ep = server.controller.accepting_endpoints()[0].known_endpoints()[0].endpoint;
+/// // From several threads at once:
+/// let threads: Vec<_> = (0..4)
+///     .map(|_| {
+///         let controller = client.controller.clone();
+///         std::thread::spawn(move || controller.connect(&ep).map(|s| s.peer_public_key()))
+///     })
+///     .collect();
+/// for t in threads {
+///     assert_eq!(t.join().unwrap()?, server.controller.public_key());
+/// }
+/// // One more listener, then gone again.
+/// server.controller.add_listener("utp://127.0.0.1:0".parse().unwrap())?;
+/// let added = server.controller.accepting_endpoints().pop().unwrap();
+/// server.controller.remove_listener(added.local_endpoint())?;
+/// # Ok::<(), crust::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ServiceController {
     shared: Arc<Shared>,

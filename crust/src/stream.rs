@@ -51,13 +51,31 @@ pub struct Stream {
     inner: Arc<Inner>,
 }
 
-/// The sending half of a [`Stream`]: clone it for as many threads as like.
+/// The sending half of a [`Stream`]: clone it for as many threads as you
+/// like. Messages from one sender arrive in order; messages from several are
+/// never interleaved inside one another.
+///
+/// ```
+/// # let config = crust::Config::loopback().beacon_enabled(false);
+/// # let a = crust::Service::new_from_config(config.clone())?;
+/// # let b = crust::Service::new_from_config(config)?;
+/// # let ep = b.controller.accepting_endpoints()[0].known_endpoints()[0].endpoint;
+/// let (tx, rx) = a.controller.connect(&ep)?.split();
+/// let t = b.acceptor.accept()?;
+/// let tx2 = tx.clone();
+/// std::thread::spawn(move || tx2.send(b"from a thread"));
+/// assert_eq!(t.recv()?, b"from a thread");
+/// t.send(b"back")?;
+/// assert_eq!(rx.recv()?, b"back");
+/// # Ok::<(), crust::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Sender {
     inner: Arc<Inner>,
 }
 
-/// The receiving half of a [`Stream`].
+/// The receiving half of a [`Stream`], from [`Stream::split`] (see
+/// [`Sender`] for an example).
 pub struct Receiver {
     inner: Arc<Inner>,
 }
