@@ -169,7 +169,32 @@ impl ServiceController {
         let ctx = self.inner.shared().dial_ctx();
         let c = service::dial(ctx, *endpoint, timeout).await?;
         log::info!("connected to {endpoint}");
+        self.record(*endpoint);
         Ok(Stream::start(c))
+    }
+
+    /// Records a reached endpoint in the cache, off the async threads (the
+    /// file is written with `fsync`).
+    fn record(&self, ep: Endpoint) {
+        let shared = self.inner.shared().clone();
+        crust_runtime::handle().spawn_blocking(move || shared.record_reached(ep));
+    }
+
+    /// Connects to up to `n` peers among the contacts, the cache and
+    /// beacon-found peers, as [`crate::ServiceController::bootstrap_many`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bootstrap`] listing every attempt.
+    pub async fn bootstrap_many(&self, n: usize, timeout: Duration) -> Result<Vec<Stream>> {
+        let got = service::bootstrap(self.inner.shared().clone(), n.max(1), timeout).await?;
+        Ok(got
+            .into_iter()
+            .map(|c| {
+                self.record(c.peer);
+                Stream::start(c)
+            })
+            .collect())
     }
 
     /// Starts listening on one more endpoint.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use transport::ListenEndpoint;
+use transport::{Endpoint, ListenEndpoint};
 
 use crate::error::{Error, Result};
 use crate::proto::MAX_NETWORK_NAME;
@@ -19,6 +19,8 @@ pub const CONFIG_ENV: &str = "CRUST_CONFIG";
 pub const DATA_DIR_ENV: &str = "CRUST_DATA_DIR";
 /// The file name of the identity in the data directory.
 pub const IDENTITY_FILE_NAME: &str = "identity.key";
+/// The file name of the bootstrap cache beside the identity.
+pub const CACHE_FILE_NAME: &str = "bootstrap.cache";
 
 /// The longest period or timeout a config may set: a day.
 const MAX_PERIOD: Duration = Duration::from_secs(86_400);
@@ -58,7 +60,10 @@ const MAX_PERIOD: Duration = Duration::from_secs(86_400);
 ///   "max_message_size": 16777216,
 ///   "limits": { "max_inbound": 20000, "max_per_peer": 20000, "max_pending_handshakes": 256, "accept_queue": 1024 },
 ///   "identity_file": null,
-///   "ephemeral_identity": false
+///   "ephemeral_identity": false,
+///   "hard_coded_contacts": [],
+///   "cache_file": null,
+///   "cache_size": 256
 /// }
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,9 +109,21 @@ pub struct Config {
     /// The identity key file. Default: `identity.key` in the data directory
     /// (`$CRUST_DATA_DIR`, else the platform's per-user data directory).
     pub identity_file: Option<PathBuf>,
-    /// Use a fresh identity and store nothing (tests, throw-away peers).
-    /// Default `false`.
+    /// Use a fresh identity and store nothing (tests, throw-away peers):
+    /// no identity file, and the bootstrap cache stays in memory unless
+    /// [`cache_file`](Config::cache_file) names one. Default `false`.
     pub ephemeral_identity: bool,
+    /// Peers to try first when bootstrapping (endpoints with keys).
+    /// Default: none.
+    #[serde(serialize_with = "ser_endpoints", deserialize_with = "de_endpoints")]
+    pub hard_coded_contacts: Vec<Endpoint>,
+    /// The bootstrap cache file. Default: `bootstrap.cache` in the data
+    /// directory (beside the identity), or memory only with
+    /// [`ephemeral_identity`](Config::ephemeral_identity).
+    pub cache_file: Option<PathBuf>,
+    /// How many endpoints the bootstrap cache keeps (1 to 10,000). Default
+    /// 256.
+    pub cache_size: usize,
 }
 
 /// The beacon part of a [`Config`].
@@ -178,6 +195,9 @@ impl Default for Config {
             limits: Limits::default(),
             identity_file: None,
             ephemeral_identity: false,
+            hard_coded_contacts: Vec::new(),
+            cache_file: None,
+            cache_size: 256,
         }
     }
 }
@@ -312,6 +332,12 @@ impl Config {
                 "must be from 1 to 4294967295 bytes",
             ));
         }
+        if self.cache_size == 0 || self.cache_size > crate::cache::MAX_CACHE_ENTRIES {
+            return Err(Error::config_field(
+                "cache_size",
+                format!("must be from 1 to {}", crate::cache::MAX_CACHE_ENTRIES),
+            ));
+        }
         if self.beacon.port == 0 {
             return Err(Error::config_field("beacon.port", "must not be 0"));
         }
@@ -395,6 +421,42 @@ impl Config {
                     "no home directory for the identity file: set identity_file or ${DATA_DIR_ENV}"
                 ))
             })
+    }
+
+    /// Where the bootstrap cache lives: [`cache_file`](Config::cache_file),
+    /// else none (memory only) with an ephemeral identity, else
+    /// `bootstrap.cache` beside the identity file.
+    ///
+    /// # Errors
+    ///
+    /// As [`identity_path`](Config::identity_path).
+    pub fn cache_path(&self) -> Result<Option<PathBuf>> {
+        if let Some(p) = &self.cache_file {
+            return Ok(Some(p.clone()));
+        }
+        if self.ephemeral_identity {
+            return Ok(None);
+        }
+        let id = self.identity_path()?;
+        Ok(Some(id.with_file_name(CACHE_FILE_NAME)))
+    }
+
+    /// Sets [`hard_coded_contacts`](Config::hard_coded_contacts).
+    pub fn hard_coded_contacts(mut self, contacts: impl IntoIterator<Item = Endpoint>) -> Self {
+        self.hard_coded_contacts = contacts.into_iter().collect();
+        self
+    }
+
+    /// Sets [`cache_file`](Config::cache_file).
+    pub fn cache_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cache_file = Some(path.into());
+        self
+    }
+
+    /// Sets [`cache_size`](Config::cache_size).
+    pub fn cache_size(mut self, n: usize) -> Self {
+        self.cache_size = n;
+        self
     }
 
     /// Sets [`listen`](Config::listen).
@@ -581,6 +643,33 @@ fn de_listen<'de, D: Deserializer<'de>>(
 
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a list of listen endpoints such as \"tcp://0.0.0.0:5483\"")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = seq.next_element::<String>()? {
+                out.push(s.parse().map_err(serde::de::Error::custom)?);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Endpoints)
+}
+
+fn ser_endpoints<S: Serializer>(v: &[Endpoint], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|e| e.to_string()))
+}
+
+fn de_endpoints<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Endpoint>, D::Error> {
+    struct Endpoints;
+    impl<'de> serde::de::Visitor<'de> for Endpoints {
+        type Value = Vec<Endpoint>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of endpoints such as \"tcp://192.0.2.7:5483/?pubkey=...\"")
         }
 
         fn visit_seq<A: serde::de::SeqAccess<'de>>(

@@ -109,9 +109,28 @@ pub enum Error {
         /// The limit.
         after: Duration,
     },
+    /// Bootstrapping reached no peer: every attempt, with why it failed.
+    #[error("{}", bootstrap_message(.attempts))]
+    Bootstrap {
+        /// Each endpoint tried (or not reached before the deadline) and why.
+        attempts: Vec<(transport::Endpoint, String)>,
+    },
     /// Not built yet in this version.
     #[error("{0} is not yet implemented")]
     Unsupported(String),
+}
+
+fn bootstrap_message(attempts: &[(transport::Endpoint, String)]) -> String {
+    if attempts.is_empty() {
+        return "bootstrap found nobody to try: no hard-coded contacts, cache entries or \
+                beacon-found peers"
+            .into();
+    }
+    let mut s = format!("bootstrap reached none of {} endpoints:", attempts.len());
+    for (ep, why) in attempts {
+        s.push_str(&format!(" [{ep}: {why}]"));
+    }
+    s
 }
 
 fn config_message(
@@ -185,6 +204,7 @@ impl Error {
             Error::MessageTooLarge { .. } => io::ErrorKind::InvalidInput,
             Error::Protocol { .. } => io::ErrorKind::InvalidData,
             Error::TimedOut { .. } => io::ErrorKind::TimedOut,
+            Error::Bootstrap { .. } => io::ErrorKind::NotConnected,
             Error::Unsupported(_) => io::ErrorKind::Unsupported,
         }
     }

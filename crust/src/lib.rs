@@ -74,6 +74,7 @@
 #![warn(unreachable_pub)]
 
 pub mod aio;
+pub mod cache;
 mod config;
 mod error;
 pub mod proto;
@@ -84,12 +85,14 @@ pub use beacon;
 pub use nat_traversal;
 pub use transport;
 
-pub use config::{BeaconConfig, CONFIG_ENV, Config, DATA_DIR_ENV, IDENTITY_FILE_NAME, Limits};
+pub use config::{
+    BeaconConfig, CACHE_FILE_NAME, CONFIG_ENV, Config, DATA_DIR_ENV, IDENTITY_FILE_NAME, Limits,
+};
 pub use error::{Error, Result};
 pub use service::{
-    AcceptingEndpoint, BeaconEndpoints, Disabled, Dynamic, EnableError, Enabled, Incoming,
-    MappedEndpoint, Service, ServiceBeaconReceiver, ServiceBeaconState, ServiceController,
-    ServiceListener,
+    AcceptingEndpoint, BeaconEndpoints, CachedEndpoint, Disabled, Dynamic, EnableError, Enabled,
+    EndpointCacheIter, Incoming, MappedEndpoint, Service, ServiceBeaconReceiver,
+    ServiceBeaconState, ServiceController, ServiceListener,
 };
 pub use stream::{Receiver, Sender, Stream};
 pub use transport::{Endpoint, ListenEndpoint, Path, Protocol, PublicKey};

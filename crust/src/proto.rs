@@ -639,6 +639,12 @@ mod tests {
             listeners: vec![(Protocol::Tcp, "127.0.0.1:5483".parse().unwrap())],
         };
         assert_hex(WIRE_MD, "crust-beacon-payload", &p.encode());
+        let cache_ep = Endpoint::new(
+            Protocol::Tcp,
+            "192.0.2.1:5483".parse().unwrap(),
+            PublicKey::from_bytes([7; 32]),
+        );
+        assert_hex(WIRE_MD, "crust-cache-file", &crate::cache::encode(&[cache_ep]));
         // And the documented bytes decode to the same frames.
         let doc = netlab::wire_doc::hex(WIRE_MD, "crust-message-heartbeat-close");
         let (f, n) = decode_frame(&doc, 10).unwrap().unwrap();

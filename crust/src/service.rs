@@ -1,6 +1,6 @@
 //! The service: listeners, beacon, connects, limits and the heartbeat task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,10 +15,21 @@ use tokio::task::JoinHandle;
 use transport::wire::RejectCode;
 use transport::{Endpoint, Identity, ListenEndpoint, ListenerOptions, PublicKey};
 
+use crate::cache::{CacheStore, EndpointCache};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::proto::{self, BeaconPayload, CRUST_VERSION, Frame, Hello};
 use crate::stream::{Inner, Stream, StreamSettings, lock};
+
+/// How many recently heard beacon endpoints bootstrap may try.
+const HEARD_KEPT: usize = 64;
+/// How many bootstrap attempts run at once (one that never answers does not
+/// hold up the next: they start every [`BOOTSTRAP_SPACING`] until this many
+/// are in flight).
+const BOOTSTRAP_PARALLEL: usize = 32;
+/// The least time between two bootstrap dials: a cache or beacon full of
+/// addresses never turns us into a flood.
+const BOOTSTRAP_SPACING: Duration = Duration::from_millis(20);
 
 /// How many beacon-found endpoints wait for
 /// [`ServiceBeaconReceiver::next`]; more are dropped and counted.
@@ -169,6 +180,15 @@ pub(crate) struct Shared {
     beacon_stats: Arc<BeaconStats>,
     /// Our hello as it stands (the listeners change).
     hello: Arc<Mutex<Hello>>,
+    /// The bootstrap cache in memory, and its file.
+    cache: Mutex<EndpointCache>,
+    cache_store: CacheStore,
+    /// Serialises cache file writes, so the last write is the newest list.
+    cache_save: Mutex<()>,
+    /// What went wrong opening the cache, for the caller.
+    cache_warning: Option<String>,
+    /// Recently heard beacon endpoints, for bootstrap.
+    heard: Arc<Mutex<VecDeque<Endpoint>>>,
 }
 
 struct ListenerEntry {
@@ -348,6 +368,10 @@ impl Shared {
             .clamp(Duration::from_millis(10), Duration::from_millis(250));
         let (incoming_tx, incoming_rx) = mpsc::channel(config.limits.accept_queue);
         let (beacon_tx, beacon_rx) = mpsc::channel(BEACON_QUEUE);
+        let (cache_store, cached, cache_warning) = match config.cache_path()? {
+            Some(path) => CacheStore::open(&path),
+            None => (CacheStore::memory(), Vec::new(), None),
+        };
         let shared = Arc::new(Shared {
             identity,
             flavor,
@@ -366,6 +390,11 @@ impl Shared {
                 inactivity_timeout: config.inactivity_timeout,
                 listeners: Vec::new(),
             })),
+            cache: Mutex::new(EndpointCache::new(config.cache_size, cached)),
+            cache_store,
+            cache_save: Mutex::new(()),
+            cache_warning,
+            heard: Arc::default(),
             config,
         });
         for le in shared.config.listen.clone() {
@@ -562,6 +591,7 @@ impl Shared {
             self.identity.public_key(),
             self.beacon_tx.clone(),
             self.beacon_stats.clone(),
+            self.heard.clone(),
         ));
         log::debug!("beacon on UDP port {} started", cfg.port);
         run.running = Some((ctl, task));
@@ -573,6 +603,54 @@ impl Shared {
             task.abort();
             log::debug!("beacon stopped");
         }
+    }
+
+    /// Records an endpoint we reached in the cache (and its file, if that
+    /// changed anything). Blocking: file I/O.
+    pub(crate) fn record_reached(&self, ep: Endpoint) {
+        let _saving = lock(&self.cache_save);
+        let list = {
+            let mut c = lock(&self.cache);
+            if !c.insert(ep) {
+                return;
+            }
+            c.list()
+        };
+        self.cache_store.save(&list);
+    }
+
+    fn forget(&self, ep: &Endpoint) {
+        let _saving = lock(&self.cache_save);
+        let list = {
+            let mut c = lock(&self.cache);
+            if !c.remove(ep) {
+                return;
+            }
+            c.list()
+        };
+        self.cache_store.save(&list);
+    }
+
+    /// Who bootstrap tries, in order: contacts, the cache, beacon-found
+    /// peers; no duplicates, never ourselves.
+    fn bootstrap_candidates(&self) -> Vec<Endpoint> {
+        let own = self.identity.public_key();
+        let mut out: Vec<Endpoint> = Vec::new();
+        let cached = lock(&self.cache).list();
+        let heard: Vec<Endpoint> = lock(&self.heard).iter().copied().collect();
+        for ep in self
+            .config
+            .hard_coded_contacts
+            .iter()
+            .copied()
+            .chain(cached)
+            .chain(heard)
+        {
+            if ep.public_key != own && !out.contains(&ep) {
+                out.push(ep);
+            }
+        }
+        out
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
@@ -830,6 +908,7 @@ async fn beacon_pump(
     own_key: PublicKey,
     tx: mpsc::Sender<Endpoint>,
     stats: Arc<BeaconStats>,
+    heard: Arc<Mutex<VecDeque<Endpoint>>>,
 ) {
     loop {
         let m = match beacon.recv().await {
@@ -855,6 +934,13 @@ async fn beacon_pump(
             continue;
         }
         for ep in p.endpoints_from(m.from) {
+            {
+                let mut h = lock(&heard);
+                if !h.contains(&ep) {
+                    h.push_front(ep);
+                    h.truncate(HEARD_KEPT);
+                }
+            }
             if tx.try_send(ep).is_err() {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -1210,6 +1296,135 @@ impl Iterator for BeaconEndpoints<'_> {
     }
 }
 
+/// The iterator of [`ServiceController::iter_endpoint_cache`].
+#[derive(Debug)]
+pub struct EndpointCacheIter {
+    items: std::vec::IntoIter<Endpoint>,
+    controller: ServiceController,
+}
+
+impl Iterator for EndpointCacheIter {
+    type Item = CachedEndpoint;
+
+    fn next(&mut self) -> Option<CachedEndpoint> {
+        self.items.next().map(|endpoint| CachedEndpoint {
+            endpoint,
+            controller: self.controller.clone(),
+        })
+    }
+}
+
+/// An endpoint in the bootstrap cache.
+#[derive(Debug)]
+pub struct CachedEndpoint {
+    endpoint: Endpoint,
+    controller: ServiceController,
+}
+
+impl CachedEndpoint {
+    /// The endpoint.
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// Removes it from the cache.
+    pub fn remove(self) {
+        self.controller.shared.forget(&self.endpoint);
+    }
+
+    /// Connects to it; removes it from the cache if that fails.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServiceController::connect`].
+    pub fn connect(self) -> Result<Stream> {
+        let r = self.controller.connect(&self.endpoint);
+        if r.is_err() {
+            self.controller.shared.forget(&self.endpoint);
+        }
+        r
+    }
+}
+
+/// Tries the bootstrap candidates concurrently; the first `n` that connect
+/// win, the rest are cancelled.
+pub(crate) async fn bootstrap(
+    shared: Arc<Shared>,
+    n: usize,
+    timeout: Duration,
+) -> Result<Vec<Connected>> {
+    let candidates = shared.bootstrap_candidates();
+    if candidates.is_empty() {
+        return Err(Error::Bootstrap {
+            attempts: Vec::new(),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let per_attempt = shared.config.connect_timeout;
+    let mut pending = candidates.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    let mut attempts: Vec<(Endpoint, String)> = Vec::new();
+    let mut won = Vec::new();
+    let mut in_flight: Vec<Endpoint> = Vec::new();
+    let mut next_start = tokio::time::Instant::now();
+    loop {
+        while running.len() < BOOTSTRAP_PARALLEL
+            && won.len() + running.len() < n + BOOTSTRAP_PARALLEL
+        {
+            let Some(ep) = pending.next() else { break };
+            tokio::time::sleep_until(next_start).await;
+            next_start = tokio::time::Instant::now() + BOOTSTRAP_SPACING;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let ctx = shared.dial_ctx();
+            in_flight.push(ep);
+            running.spawn(async move { (ep, dial(ctx, ep, per_attempt.min(left)).await) });
+        }
+        if running.is_empty() {
+            break;
+        }
+        let joined = tokio::select! {
+            j = running.join_next() => j,
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        match joined {
+            Some(Ok((ep, Ok(c)))) => {
+                in_flight.retain(|e| *e != ep);
+                log::info!("bootstrapped to {ep}");
+                won.push(c);
+                if won.len() >= n {
+                    break;
+                }
+            }
+            Some(Ok((ep, Err(e)))) => {
+                in_flight.retain(|e| *e != ep);
+                log::debug!("bootstrap: {ep}: {e}");
+                attempts.push((ep, e.to_string()));
+            }
+            Some(Err(e)) => log::warn!("a bootstrap attempt panicked: {e}"),
+            None => {
+                for ep in in_flight.drain(..) {
+                    attempts.push((
+                        ep,
+                        format!("still connecting at the bootstrap deadline ({timeout:?})"),
+                    ));
+                }
+                for ep in pending.by_ref() {
+                    attempts.push((ep, "not tried before the bootstrap deadline".into()));
+                }
+                break;
+            }
+        }
+    }
+    running.abort_all();
+    if won.is_empty() {
+        for ep in pending {
+            attempts.push((ep, "not tried before the bootstrap deadline".into()));
+        }
+        return Err(Error::Bootstrap { attempts });
+    }
+    Ok(won)
+}
+
 /// An endpoint reachable by others, and whether a NAT may filter it.
 ///
 /// ```
@@ -1345,7 +1560,82 @@ impl ServiceController {
             .map_err(|e| Error::io("crust::ServiceController::connect", e))??;
         let inner = c.into_blocking(&self.shared.heart)?;
         log::info!("connected to {ep}");
+        self.shared.record_reached(ep);
         Ok(Stream::from_inner(inner))
+    }
+
+    /// Adds an endpoint to the bootstrap cache (first, as the newest).
+    pub fn cache_endpoint(&self, endpoint: Endpoint) {
+        self.shared.record_reached(endpoint);
+    }
+
+    /// The bootstrap cache, newest first (a snapshot). Each item can be
+    /// removed or connected to; a failed connect removes it.
+    ///
+    /// ```
+    /// # let service = crust::Service::new_from_config(crust::Config::loopback().beacon_enabled(false))?;
+    /// for cached in service.controller.iter_endpoint_cache() {
+    ///     match cached.connect() {
+    ///         Ok(stream) => { /* use it */ break }
+    ///         Err(e) => eprintln!("{e}"), // and it left the cache
+    ///     }
+    /// }
+    /// # Ok::<(), crust::Error>(())
+    /// ```
+    pub fn iter_endpoint_cache(&self) -> EndpointCacheIter {
+        EndpointCacheIter {
+            items: lock(&self.shared.cache).list().into_iter(),
+            controller: self.clone(),
+        }
+    }
+
+    /// What went wrong opening the bootstrap cache at start (a corrupt file
+    /// set aside, a file in use by another service), if anything.
+    pub fn cache_warning(&self) -> Option<&str> {
+        self.shared.cache_warning.as_deref()
+    }
+
+    /// Connects to the first peer that answers among the hard-coded
+    /// contacts, the cache and beacon-found peers, tried concurrently (at
+    /// most 32 at once, a new dial every 20 ms), within the config's
+    /// `connect_timeout` per attempt and twice that in all.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bootstrap`] listing every attempt and why it failed.
+    pub fn bootstrap(&self) -> Result<Stream> {
+        self.bootstrap_timeout(2 * self.shared.config.connect_timeout)
+    }
+
+    /// Like [`bootstrap`](Self::bootstrap) within `timeout` in all.
+    ///
+    /// # Errors
+    ///
+    /// As [`bootstrap`](Self::bootstrap).
+    pub fn bootstrap_timeout(&self, timeout: Duration) -> Result<Stream> {
+        Ok(self
+            .bootstrap_many(1, timeout)?
+            .pop()
+            .expect("bootstrap_many(1) returns one stream or an error"))
+    }
+
+    /// Connects to up to `n` peers as [`bootstrap`](Self::bootstrap) does,
+    /// returning as soon as `n` are connected or every candidate was tried.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bootstrap`] when none could be reached.
+    pub fn bootstrap_many(&self, n: usize, timeout: Duration) -> Result<Vec<Stream>> {
+        let shared = self.shared.clone();
+        let got = crust_runtime::block_on(bootstrap(shared.clone(), n.max(1), timeout))
+            .map_err(|e| Error::io("crust::ServiceController::bootstrap", e))??;
+        let mut out = Vec::with_capacity(got.len());
+        for c in got {
+            let ep = c.peer;
+            out.push(Stream::from_inner(c.into_blocking(&shared.heart)?));
+            shared.record_reached(ep);
+        }
+        Ok(out)
     }
 
     /// Starts listening on one more endpoint (its endpoints go into the

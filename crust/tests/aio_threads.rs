@@ -46,6 +46,11 @@ fn a_thousand_async_streams_add_no_threads() {
         for (i, s) in keep.iter().enumerate().step_by(97) {
             s.send(&(i as u32).to_be_bytes()).await.unwrap();
         }
-        assert_eq!(threads(), base, "threads grew with streams");
+        // (`<=`: a runtime may retire an idle blocking-pool thread meanwhile.)
+        assert!(
+            threads() <= base,
+            "threads grew with streams: {} > {base}",
+            threads()
+        );
     });
 }

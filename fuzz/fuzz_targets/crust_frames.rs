@@ -1,6 +1,6 @@
-//! The crust frame decoder (messages, heartbeats, hello, reject, close)
-//! and the service beacon payload: never panic on any bytes, decoded
-//! hellos and payloads re-encode to what decodes the same.
+//! The crust frame decoder (messages, heartbeats, hello, reject, close),
+//! the service beacon payload and the bootstrap cache file: never panic on
+//! any bytes, and what decodes re-encodes to what decodes the same.
 #![no_main]
 
 use crust::proto::{BeaconPayload, Frame, Hello, decode_frame};
@@ -25,6 +25,9 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[used..];
     }
     let _ = Hello::decode(data);
+    if let Ok(entries) = crust::cache::decode(data) {
+        assert_eq!(crust::cache::decode(&crust::cache::encode(&entries)).unwrap(), entries);
+    }
     if let Ok(p) = BeaconPayload::decode(data) {
         assert_eq!(BeaconPayload::decode(&p.encode()).unwrap(), p);
         let _ = p.endpoints_from("127.0.0.1:1".parse().unwrap());
