@@ -135,12 +135,10 @@ fn services() -> (Service, Service) {
 
 fn endpoint(s: &Service, p: Protocol) -> Endpoint {
     s.controller
-        .accepting_endpoints()
-        .iter()
-        .flat_map(|a| a.known_endpoints().to_vec())
-        .map(|m| m.endpoint)
+        .endpoints()
+        .into_iter()
         .find(|e| e.protocol == p)
-        .unwrap()
+        .expect("an endpoint of that protocol")
 }
 
 fn rtt_crust(n: usize, p: Protocol) -> f64 {

@@ -177,7 +177,9 @@ impl ServiceController {
     /// file is written with `fsync`).
     fn record(&self, ep: Endpoint) {
         let shared = self.inner.shared().clone();
-        crust_runtime::handle().spawn_blocking(move || shared.record_reached(ep));
+        if shared.note_reached(ep) {
+            crust_runtime::handle().spawn_blocking(move || shared.save_cache());
+        }
     }
 
     /// Connects to up to `n` peers among the contacts, the cache and
@@ -218,6 +220,11 @@ impl ServiceController {
     /// The service's listeners and how peers reach each.
     pub fn accepting_endpoints(&self) -> Vec<AcceptingEndpoint> {
         self.inner.accepting_endpoints()
+    }
+
+    /// Every endpoint peers can dial us at.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.inner.endpoints()
     }
 
     /// The service's public key.

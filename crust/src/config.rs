@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use transport::{Endpoint, ListenEndpoint};
 
 use crate::error::{Error, Result};
@@ -72,7 +72,7 @@ const MAX_PERIOD: Duration = Duration::from_secs(86_400);
 pub struct Config {
     /// Where to accept connections. Default: TCP and uTP on every interface,
     /// ephemeral ports.
-    #[serde(serialize_with = "ser_listen", deserialize_with = "de_listen")]
+    #[serde(with = "text_list")]
     pub listen: Vec<ListenEndpoint>,
     /// Services only talk to services of the same network name (at most 64
     /// bytes). Default `"crust"`.
@@ -115,7 +115,7 @@ pub struct Config {
     pub ephemeral_identity: bool,
     /// Peers to try first when bootstrapping (endpoints with keys).
     /// Default: none.
-    #[serde(serialize_with = "ser_endpoints", deserialize_with = "de_endpoints")]
+    #[serde(with = "text_list")]
     pub hard_coded_contacts: Vec<Endpoint>,
     /// The bootstrap cache file. Default: `bootstrap.cache` in the data
     /// directory (beside the identity), or memory only with
@@ -629,61 +629,49 @@ impl Limits {
     }
 }
 
-fn ser_listen<S: Serializer>(v: &[ListenEndpoint], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|e| e.to_string()))
-}
+/// Lists of endpoints as lists of their text forms, parsed element by
+/// element so an error points at the line of the bad one.
+mod text_list {
+    use std::fmt::Display;
+    use std::marker::PhantomData;
+    use std::str::FromStr;
 
-fn de_listen<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Vec<ListenEndpoint>, D::Error> {
-    // Element by element, so an error points at the line of the bad one.
-    struct Endpoints;
-    impl<'de> serde::de::Visitor<'de> for Endpoints {
-        type Value = Vec<ListenEndpoint>;
+    use serde::{Deserializer, Serializer};
 
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a list of listen endpoints such as \"tcp://0.0.0.0:5483\"")
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> std::result::Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(s) = seq.next_element::<String>()? {
-                out.push(s.parse().map_err(serde::de::Error::custom)?);
-            }
-            Ok(out)
-        }
+    pub(super) fn serialize<T: Display, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|e| e.to_string()))
     }
-    d.deserialize_seq(Endpoints)
-}
 
-fn ser_endpoints<S: Serializer>(v: &[Endpoint], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|e| e.to_string()))
-}
+    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        struct Items<T>(PhantomData<T>);
+        impl<'de, T: FromStr> serde::de::Visitor<'de> for Items<T>
+        where
+            T::Err: Display,
+        {
+            type Value = Vec<T>;
 
-fn de_endpoints<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Endpoint>, D::Error> {
-    struct Endpoints;
-    impl<'de> serde::de::Visitor<'de> for Endpoints {
-        type Value = Vec<Endpoint>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a list of endpoints such as \"tcp://192.0.2.7:5483/?pubkey=...\"")
-        }
-
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> std::result::Result<Self::Value, A::Error> {
-            let mut out = Vec::new();
-            while let Some(s) = seq.next_element::<String>()? {
-                out.push(s.parse().map_err(serde::de::Error::custom)?);
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of endpoints such as \"tcp://192.0.2.7:5483\"")
             }
-            Ok(out)
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s.parse().map_err(serde::de::Error::custom)?);
+                }
+                Ok(out)
+            }
         }
+        d.deserialize_seq(Items(PhantomData))
     }
-    d.deserialize_seq(Endpoints)
 }
 
 mod millis {

@@ -644,7 +644,11 @@ mod tests {
             "192.0.2.1:5483".parse().unwrap(),
             PublicKey::from_bytes([7; 32]),
         );
-        assert_hex(WIRE_MD, "crust-cache-file", &crate::cache::encode(&[cache_ep]));
+        assert_hex(
+            WIRE_MD,
+            "crust-cache-file",
+            &crate::cache::encode(&[cache_ep]),
+        );
         // And the documented bytes decode to the same frames.
         let doc = netlab::wire_doc::hex(WIRE_MD, "crust-message-heartbeat-close");
         let (f, n) = decode_frame(&doc, 10).unwrap().unwrap();

@@ -605,30 +605,32 @@ impl Shared {
         }
     }
 
-    /// Records an endpoint we reached in the cache (and its file, if that
-    /// changed anything). Blocking: file I/O.
-    pub(crate) fn record_reached(&self, ep: Endpoint) {
+    /// Records an endpoint we reached in the cache; returns whether that
+    /// changed it (then the file needs a [`save_cache`](Self::save_cache)).
+    pub(crate) fn note_reached(&self, ep: Endpoint) -> bool {
+        lock(&self.cache).insert(ep)
+    }
+
+    /// Writes the cache as it is now to its file. Blocking: file I/O with
+    /// `fsync`. Saves are serialised and each writes the current list, so
+    /// the last one on disk is the newest.
+    pub(crate) fn save_cache(&self) {
         let _saving = lock(&self.cache_save);
-        let list = {
-            let mut c = lock(&self.cache);
-            if !c.insert(ep) {
-                return;
-            }
-            c.list()
-        };
+        let list = lock(&self.cache).list();
         self.cache_store.save(&list);
     }
 
+    /// [`note_reached`](Self::note_reached), then the save, on this thread.
+    pub(crate) fn record_reached(&self, ep: Endpoint) {
+        if self.note_reached(ep) {
+            self.save_cache();
+        }
+    }
+
     fn forget(&self, ep: &Endpoint) {
-        let _saving = lock(&self.cache_save);
-        let list = {
-            let mut c = lock(&self.cache);
-            if !c.remove(ep) {
-                return;
-            }
-            c.list()
-        };
-        self.cache_store.save(&list);
+        if lock(&self.cache).remove(ep) {
+            self.save_cache();
+        }
     }
 
     /// Who bootstrap tries, in order: contacts, the cache, beacon-found
@@ -1686,6 +1688,20 @@ impl ServiceController {
                 mapping: self.shared.mapping.clone(),
             })
             .collect()
+    }
+
+    /// Every endpoint peers can dial us at, from every listener (the
+    /// [`known_endpoints`](AcceptingEndpoint::known_endpoints) of
+    /// [`accepting_endpoints`](Self::accepting_endpoints), flattened).
+    ///
+    /// ```
+    /// # let service = crust::Service::new_from_config(crust::Config::loopback().beacon_enabled(false))?;
+    /// let utp = service.controller.endpoints().into_iter().find(|e| e.protocol == crust::Protocol::Utp);
+    /// assert!(utp.is_some());
+    /// # Ok::<(), crust::Error>(())
+    /// ```
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.shared.endpoints()
     }
 
     /// The service's NAT-traversal context (its STUN servers and UPnP

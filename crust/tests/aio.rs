@@ -8,20 +8,14 @@ use tokio::io::AsyncWriteExt;
 use crust::aio::Service;
 use crust::{Config, Endpoint, Error, Protocol};
 
+mod common;
+
 fn config(network: &str) -> Config {
-    Config::loopback()
-        .network_name(network)
-        .beacon_enabled(false)
+    common::quiet(network)
 }
 
 fn endpoint(s: &Service, p: Protocol) -> Endpoint {
-    s.controller
-        .accepting_endpoints()
-        .iter()
-        .flat_map(|a| a.known_endpoints().to_vec())
-        .map(|m| m.endpoint)
-        .find(|e| e.protocol == p)
-        .unwrap()
+    common::first(s.controller.endpoints(), p)
 }
 
 #[tokio::test(flavor = "current_thread")]

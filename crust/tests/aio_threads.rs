@@ -4,20 +4,14 @@
 use crust::aio::Service;
 use crust::{Config, Endpoint, Protocol};
 
+mod common;
+
 fn config(network: &str) -> Config {
-    Config::loopback()
-        .network_name(network)
-        .beacon_enabled(false)
+    common::quiet(network)
 }
 
 fn endpoint(s: &Service, p: Protocol) -> Endpoint {
-    s.controller
-        .accepting_endpoints()
-        .iter()
-        .flat_map(|a| a.known_endpoints().to_vec())
-        .map(|m| m.endpoint)
-        .find(|e| e.protocol == p)
-        .unwrap()
+    common::first(s.controller.endpoints(), p)
 }
 
 #[test]

@@ -3,35 +3,20 @@
 //! one file; dead contacts do not hold up a live one; every attempt listed.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use crust::{Config, Endpoint, Error, Protocol, Service};
 
-fn beacon_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    30_000
-        + ((std::process::id() as u16)
-            .wrapping_mul(37)
-            .wrapping_add(n * 11))
-            % 20_000
-}
+mod common;
+
+use common::beacon_port;
 
 fn config(network: &str) -> Config {
-    Config::loopback()
-        .network_name(network)
-        .beacon_enabled(false)
+    common::quiet(network)
 }
 
 fn endpoint(s: &Service, p: Protocol) -> Endpoint {
-    s.controller
-        .accepting_endpoints()
-        .iter()
-        .flat_map(|a| a.known_endpoints().to_vec())
-        .map(|m| m.endpoint)
-        .find(|e| e.protocol == p)
-        .unwrap()
+    common::first(s.controller.endpoints(), p)
 }
 
 #[test]

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -12,33 +11,16 @@ use std::time::{Duration, Instant};
 use crust::transport::wire::RejectCode;
 use crust::{Config, Endpoint, Error, Limits, Protocol, Service};
 
-/// A beacon port of this run (different per test and per process, so
-/// concurrent runs do not hear each other).
-fn beacon_port() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    30_000
-        + ((std::process::id() as u16)
-            .wrapping_mul(31)
-            .wrapping_add(n * 7))
-            % 20_000
-}
+mod common;
+
+use common::beacon_port;
 
 fn config(network: &str) -> Config {
-    Config::loopback()
-        .network_name(network)
-        .beacon_port(beacon_port())
-        .beacon_period(Duration::from_millis(100))
+    common::beaconing(network)
 }
 
 fn endpoint(s: &Service, p: Protocol) -> Endpoint {
-    s.controller
-        .accepting_endpoints()
-        .iter()
-        .flat_map(|a| a.known_endpoints().to_vec())
-        .map(|m| m.endpoint)
-        .find(|e| e.protocol == p)
-        .expect("an endpoint of that protocol")
+    common::first(s.controller.endpoints(), p)
 }
 
 #[test]
