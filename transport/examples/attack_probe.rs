@@ -13,7 +13,7 @@
 //! ```
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -285,7 +285,6 @@ fn flood() {
         flood_time.as_secs_f64(),
         replies as f64 / 20_000.0
     );
-    let _ = SocketAddr::from(addr);
 }
 
 fn main() {
