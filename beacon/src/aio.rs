@@ -11,7 +11,7 @@
 //! # // no_run: it broadcasts on the loopback interface and waits for peers.
 //! use std::time::Duration;
 //!
-//! # async fn demo() -> std::io::Result<()> {
+//! # async fn demo() -> beacon::Result<()> {
 //! let (mut beacon, controller) = beacon::Beacon::builder(5483)
 //!     .data(b"tcp://192.0.2.7:5483")
 //!     .interfaces(["lo"])
@@ -24,7 +24,6 @@
 //! # }
 //! ```
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::core::Stats;
 use crate::driver::Shared;
-use crate::{BeaconController, Message};
+use crate::{BeaconController, Error, Message, Result};
 
 /// A running beacon, async face. Dropping it stops its task (without waiting);
 /// [`close`](Self::close) stops it and waits until its sockets are closed.
@@ -58,14 +57,14 @@ impl Beacon {
     /// # // no_run: broadcasts on every interface.
     /// use std::time::Duration;
     /// let (beacon, _ctl) = beacon::aio::Beacon::new(5483, 8, b"hi", Duration::from_secs(1))?;
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), beacon::Error>(())
     /// ```
     pub fn new<D: AsRef<[u8]>>(
         port: u16,
         id_bytes: usize,
         data: D,
         period: Duration,
-    ) -> io::Result<(Beacon, BeaconController)> {
+    ) -> Result<(Beacon, BeaconController)> {
         crate::BeaconBuilder::new(port)
             .id_bytes(id_bytes)
             .data(data)
@@ -81,11 +80,11 @@ impl Beacon {
     /// errors; this means it panicked, a bug).
     ///
     /// ```no_run
-    /// # async fn f(b: &mut beacon::aio::Beacon) -> std::io::Result<()> {
+    /// # async fn f(b: &mut beacon::aio::Beacon) -> beacon::Result<()> {
     /// let msg = b.recv().await?;
     /// # Ok(()) }
     /// ```
-    pub async fn recv(&mut self) -> io::Result<Message> {
+    pub async fn recv(&mut self) -> Result<Message> {
         match self.rx.recv().await {
             Some(m) => Ok(m),
             None => Err(self.stopped_error()),
@@ -101,12 +100,12 @@ impl Beacon {
     /// As [`recv`](Self::recv).
     ///
     /// ```no_run
-    /// # async fn f(b: &mut beacon::aio::Beacon) -> std::io::Result<()> {
+    /// # async fn f(b: &mut beacon::aio::Beacon) -> beacon::Result<()> {
     /// let mut buf = Vec::new();
     /// let from = b.next_message(&mut buf).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn next_message(&mut self, buf: &mut Vec<u8>) -> io::Result<SocketAddr> {
+    pub async fn next_message(&mut self, buf: &mut Vec<u8>) -> Result<SocketAddr> {
         let m = self.recv().await?;
         buf.clear();
         buf.extend_from_slice(&m.data);
@@ -120,13 +119,13 @@ impl Beacon {
     /// As [`recv`](Self::recv).
     ///
     /// ```no_run
-    /// # fn f(b: &mut beacon::aio::Beacon) -> std::io::Result<()> {
+    /// # fn f(b: &mut beacon::aio::Beacon) -> beacon::Result<()> {
     /// while let Some(msg) = b.try_recv()? {
     ///     println!("{}", msg.from);
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn try_recv(&mut self) -> io::Result<Option<Message>> {
+    pub fn try_recv(&mut self) -> Result<Option<Message>> {
         match self.rx.try_recv() {
             Ok(m) => Ok(Some(m)),
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
@@ -203,11 +202,10 @@ impl Beacon {
         self.task.take()
     }
 
-    fn stopped_error(&self) -> io::Error {
-        io::Error::other(format!(
-            "the beacon on port {} has stopped: its background task ended",
-            self.shared.port
-        ))
+    fn stopped_error(&self) -> Error {
+        Error::Stopped {
+            port: self.shared.port,
+        }
     }
 }
 

@@ -248,8 +248,13 @@ impl BeaconCore {
         id: Vec<u8>,
         data: &[u8],
         now: Instant,
-    ) -> Result<Self, EncodeError> {
-        assert!(!config.period.is_zero(), "beacon period must not be zero");
+    ) -> Result<Self, crate::Error> {
+        if config.period.is_zero() {
+            return Err(crate::Error::PeriodOutOfRange {
+                what: "period",
+                value: config.period,
+            });
+        }
         let mut wire = Vec::new();
         packet::encode(&id, data, &mut wire)?;
         Ok(BeaconCore {
@@ -364,20 +369,28 @@ impl BeaconCore {
     /// Replaces the period. After the burst, the next send is one new period
     /// after the last send (at once if that is already past).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If `period` is zero (the public API refuses it with an error first).
+    /// [`Error::PeriodOutOfRange`](crate::Error::PeriodOutOfRange) if
+    /// `period` is zero; the period is then unchanged. Periods over
+    /// [`MAX_PERIOD`] count as `MAX_PERIOD`.
     ///
     /// ```
     /// use std::time::{Duration, Instant};
     /// use beacon::core::{BeaconCore, CoreConfig};
     /// let t0 = Instant::now();
     /// let mut core = BeaconCore::new(CoreConfig::new(Duration::from_secs(1)), vec![7; 8], b"hi", t0).unwrap();
-    /// core.set_period(Duration::from_secs(5), t0);
+    /// core.set_period(Duration::from_secs(5), t0).unwrap();
     /// assert_eq!(core.period(), Duration::from_secs(5));
+    /// assert!(core.set_period(Duration::ZERO, t0).is_err());
     /// ```
-    pub fn set_period(&mut self, period: Duration, now: Instant) {
-        assert!(!period.is_zero(), "beacon period must not be zero");
+    pub fn set_period(&mut self, period: Duration, now: Instant) -> Result<(), crate::Error> {
+        if period.is_zero() {
+            return Err(crate::Error::PeriodOutOfRange {
+                what: "period",
+                value: period,
+            });
+        }
         self.period = period;
         if self.periodic_pending
             && !self.answer_pending
@@ -385,6 +398,7 @@ impl BeaconCore {
         {
             self.next_send = later(last, period).max(now);
         }
+        Ok(())
     }
 
     /// Starts a new burst: send at once, then at the [`BURST_GAPS`]. The driver
@@ -607,12 +621,15 @@ mod tests {
         let mut c = core(1, SEC, t0);
         send_times(&mut c, t0, t0 + Duration::from_millis(400)); // burst done at 350
         assert_eq!(c.poll_timeout(), t0 + Duration::from_millis(1350));
-        c.set_period(Duration::from_millis(100), t0 + Duration::from_millis(400));
+        c.set_period(Duration::from_millis(100), t0 + Duration::from_millis(400))
+            .unwrap();
         assert_eq!(c.poll_timeout(), t0 + Duration::from_millis(450));
-        c.set_period(10 * SEC, t0 + Duration::from_millis(400));
+        c.set_period(10 * SEC, t0 + Duration::from_millis(400))
+            .unwrap();
         assert_eq!(c.poll_timeout(), t0 + Duration::from_millis(10_350));
         // Already past: at once.
-        c.set_period(Duration::from_millis(10), t0 + Duration::from_millis(400));
+        c.set_period(Duration::from_millis(10), t0 + Duration::from_millis(400))
+            .unwrap();
         assert_eq!(c.poll_timeout(), t0 + Duration::from_millis(400));
     }
 
@@ -625,7 +642,9 @@ mod tests {
             c.poll_timeout(),
             t0 + Duration::from_millis(350) + MAX_PERIOD
         );
-        c.set_period(Duration::MAX, t0 + SEC);
+        c.set_period(Duration::MAX, t0 + SEC).unwrap();
+        assert!(c.set_period(Duration::ZERO, t0 + SEC).is_err());
+        assert!(BeaconCore::new(CoreConfig::new(Duration::ZERO), vec![1], b"", t0).is_err());
     }
 
     #[test]

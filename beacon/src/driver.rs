@@ -12,10 +12,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::Message;
 use crate::core::{BeaconCore, Outcome, Stats};
 use crate::interfaces::{self, Targets};
 use crate::packet::MAX_PACKET_LEN;
+use crate::{Error, Message, Result};
 
 /// What the driver needs besides the core.
 #[derive(Debug, Clone)]
@@ -67,17 +67,11 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    fn closed_error(&self) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::NotConnected,
-            format!(
-                "the beacon on port {} has been dropped: its controller can no longer change it",
-                self.port
-            ),
-        )
+    fn closed_error(&self) -> Error {
+        Error::Closed { port: self.port }
     }
 
-    pub(crate) fn set_data(&self, data: Vec<u8>) -> io::Result<()> {
+    pub(crate) fn set_data(&self, data: Vec<u8>) -> Result<()> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
@@ -86,7 +80,7 @@ impl Shared {
         Ok(())
     }
 
-    pub(crate) fn set_period(&self, period: Duration) -> io::Result<()> {
+    pub(crate) fn set_period(&self, period: Duration) -> Result<()> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
@@ -147,16 +141,13 @@ impl Drop for CloseGuard {
     }
 }
 
-fn bind_error(what: &str, addr: SocketAddr, e: io::Error) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        format!("beacon: cannot {what} UDP socket on {addr}: {e}"),
-    )
+fn bind_error(what: &'static str, addr: SocketAddr, source: io::Error) -> Error {
+    Error::Bind { what, addr, source }
 }
 
 /// Binds the IPv4 socket: `0.0.0.0:port`, shared (`SO_REUSEADDR`,
 /// `SO_REUSEPORT`), allowed to broadcast.
-pub(crate) fn bind_v4(port: u16) -> io::Result<std::net::UdpSocket> {
+pub(crate) fn bind_v4(port: u16) -> Result<std::net::UdpSocket> {
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| bind_error("create", addr, e))?;
@@ -172,7 +163,7 @@ pub(crate) fn bind_v4(port: u16) -> io::Result<std::net::UdpSocket> {
 
 /// Binds the IPv6 socket: `[::]:port`, IPv6 only, shared, multicast loop on
 /// (so beacons on one host hear each other).
-pub(crate) fn bind_v6(port: u16) -> io::Result<std::net::UdpSocket> {
+pub(crate) fn bind_v6(port: u16) -> Result<std::net::UdpSocket> {
     let addr = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
     let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| bind_error("create", addr, e))?;
@@ -218,8 +209,11 @@ impl State {
             // The controller checks the limit first; this is a bug if seen.
             log::error!("beacon on port {}: {e}", self.cfg.port);
         }
-        if let Some(period) = pending.period {
-            self.core.set_period(period, now);
+        if let Some(period) = pending.period
+            && let Err(e) = self.core.set_period(period, now)
+        {
+            // The controller checks the range first; this is a bug if seen.
+            log::error!("beacon on port {}: {e}", self.cfg.port);
         }
     }
 

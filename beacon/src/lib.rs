@@ -17,7 +17,7 @@
 //! let from = beacon.next_message(&mut buf)?;
 //! println!("{from} says {}", String::from_utf8_lossy(&buf));
 //! controller.set_data(b"tcp://192.0.2.7:6000")?;
-//! # Ok::<(), std::io::Error>(())
+//! # Ok::<(), beacon::Error>(())
 //! ```
 //!
 //! # Contents
@@ -53,7 +53,7 @@
 //!   closes its sockets before `drop` returns (from an ordinary thread; from a
 //!   runtime thread it signals and returns at once, and the task ends right
 //!   after). The [`BeaconController`] then returns
-//!   [`io::ErrorKind::NotConnected`].
+//!   [`std::io::ErrorKind::NotConnected`].
 //! - **Bad input** (other programs' datagrams on the port, truncated or
 //!   oversized ones) is dropped and counted ([`Beacon::dropped`]), never
 //!   returned and never a panic. Received messages wait in a bounded queue
@@ -77,10 +77,10 @@
 pub mod aio;
 pub mod core;
 mod driver;
+mod error;
 mod interfaces;
 pub mod packet;
 
-use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use crate::core::{MAX_PERIOD, Stats};
 use crate::driver::{DriverConfig, Shared};
+pub use crate::error::{ConfigError, Error, Result};
 pub use crate::packet::{MAX_DATA_LEN, MAX_ID_BYTES};
 
 /// The IPv6 multicast group beacons use unless told otherwise: `ff02::114`,
@@ -143,7 +144,7 @@ pub struct Message {
 ///     .interfaces(["lo"]) // only this interface (tests must do this)
 ///     .ipv6(false)
 ///     .build()?;
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), beacon::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct BeaconBuilder {
@@ -309,42 +310,32 @@ impl BeaconBuilder {
         self
     }
 
-    fn check(&self) -> io::Result<()> {
-        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+    fn check(&self) -> Result<()> {
+        let bad = |e: ConfigError| Err(Error::Config(e));
         if self.port == 0 {
-            return invalid(
-                "beacon port must not be 0: every beacon must use the same known port".into(),
-            );
+            return bad(ConfigError::PortZero);
         }
         if self.id_bytes > MAX_ID_BYTES {
-            return invalid(format!(
-                "beacon id_bytes is {}; the limit is {MAX_ID_BYTES} bytes",
-                self.id_bytes
-            ));
+            return bad(ConfigError::IdTooLong(self.id_bytes));
         }
         if self.data.len() > MAX_DATA_LEN {
-            return invalid(data_too_long(self.data.len()));
+            return Err(Error::DataTooLong {
+                len: self.data.len(),
+            });
         }
-        if self.period.is_zero() || self.period > MAX_PERIOD {
-            return invalid(period_out_of_range("period", self.period));
-        }
-        if self.refresh.is_zero() || self.refresh > MAX_PERIOD {
-            return invalid(period_out_of_range("interface_refresh", self.refresh));
-        }
+        check_period("period", self.period)?;
+        check_period("interface_refresh", self.refresh)?;
         if self.queue_len == 0 {
-            return invalid("beacon queue_len must be at least 1".into());
+            return bad(ConfigError::QueueLenZero);
         }
         if !self.ipv4 && !self.ipv6 {
-            return invalid("beacon needs IPv4 or IPv6 on".into());
+            return bad(ConfigError::NoFamily);
         }
         if matches!(&self.interfaces, Some(v) if v.is_empty()) {
-            return invalid("beacon interface list is empty: it could not send anywhere".into());
+            return bad(ConfigError::NoInterfaces);
         }
         if !self.group.is_multicast() {
-            return invalid(format!(
-                "beacon group {} is not a multicast address",
-                self.group
-            ));
+            return bad(ConfigError::NotMulticast(self.group));
         }
         Ok(())
     }
@@ -353,16 +344,16 @@ impl BeaconBuilder {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] for an option out of range (the message
+    /// [`std::io::ErrorKind::InvalidInput`] for an option out of range (the message
     /// names it and its limit); the operating system's error, naming the
     /// address, if the port cannot be bound (for example, another program
     /// holds it without `SO_REUSEPORT`).
     ///
     /// ```no_run
     /// let (beacon, controller) = beacon::Beacon::builder(5483).interfaces(["lo"]).build()?;
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), beacon::Error>(())
     /// ```
-    pub fn build(self) -> io::Result<(Beacon, BeaconController)> {
+    pub fn build(self) -> Result<(Beacon, BeaconController)> {
         let (inner, ctl) = self.build_async()?;
         Ok((Beacon { inner }, ctl))
     }
@@ -376,9 +367,9 @@ impl BeaconBuilder {
     ///
     /// ```no_run
     /// let (beacon, controller) = beacon::Beacon::builder(5483).interfaces(["lo"]).build_async()?;
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), beacon::Error>(())
     /// ```
-    pub fn build_async(self) -> io::Result<(aio::Beacon, BeaconController)> {
+    pub fn build_async(self) -> Result<(aio::Beacon, BeaconController)> {
         self.check()?;
         let mut id = vec![0u8; self.id_bytes];
         rand::rng().fill_bytes(&mut id);
@@ -420,7 +411,11 @@ impl BeaconBuilder {
             let sock6 = v6.map(tokio::net::UdpSocket::from_std).transpose();
             (sock4, sock6)
         };
-        let (sock4, sock6) = (sock4?, sock6?);
+        let register = |source| Error::Io {
+            context: "registering the beacon's sockets with the runtime",
+            source,
+        };
+        let (sock4, sock6) = (sock4.map_err(register)?, sock6.map_err(register)?);
         let (tx, rx) = mpsc::channel(self.queue_len);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let task = rt.spawn(driver::run(
@@ -442,12 +437,11 @@ impl BeaconBuilder {
     }
 }
 
-fn period_out_of_range(what: &str, d: Duration) -> String {
-    format!("beacon {what} is {d:?}; it must be above zero and at most {MAX_PERIOD:?}")
-}
-
-fn data_too_long(len: usize) -> String {
-    format!("beacon data is {len} bytes; the limit is {MAX_DATA_LEN} bytes")
+fn check_period(what: &'static str, value: Duration) -> Result<()> {
+    if value.is_zero() || value > MAX_PERIOD {
+        return Err(Error::PeriodOutOfRange { what, value });
+    }
+    Ok(())
 }
 
 /// A running beacon: sends `id || data` every period and receives other
@@ -472,7 +466,7 @@ impl Beacon {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] if `data` is over [`MAX_DATA_LEN`] bytes,
+    /// [`std::io::ErrorKind::InvalidInput`] if `data` is over [`MAX_DATA_LEN`] bytes,
     /// `id_bytes` over [`MAX_ID_BYTES`], `period` zero or `port` 0; the
     /// operating system's error if the port cannot be bound.
     ///
@@ -480,7 +474,7 @@ impl Beacon {
     /// # // no_run: broadcasts on every interface.
     /// use std::time::Duration;
     /// let (beacon, controller) = beacon::Beacon::new(5483, 8, b"hi", Duration::from_secs(1))?;
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), beacon::Error>(())
     /// ```
     ///
     /// Oversized data is refused before anything is sent (shown with the
@@ -500,7 +494,7 @@ impl Beacon {
         id_bytes: usize,
         data: D,
         period: Duration,
-    ) -> io::Result<(Beacon, BeaconController)> {
+    ) -> Result<(Beacon, BeaconController)> {
         BeaconBuilder::new(port)
             .id_bytes(id_bytes)
             .data(data)
@@ -515,7 +509,7 @@ impl Beacon {
     ///     .data(b"hello")
     ///     .interfaces(["lo"])
     ///     .build()?;
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), beacon::Error>(())
     /// ```
     pub fn builder(port: u16) -> BeaconBuilder {
         BeaconBuilder::new(port)
@@ -526,30 +520,30 @@ impl Beacon {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::Unsupported`] if called from inside a current-thread
+    /// [`std::io::ErrorKind::Unsupported`] if called from inside a current-thread
     /// tokio runtime (use [`aio`]); an error if the beacon's task has stopped
     /// (a bug).
     ///
     /// ```no_run
-    /// # fn f(beacon: &mut beacon::Beacon) -> std::io::Result<()> {
+    /// # fn f(beacon: &mut beacon::Beacon) -> beacon::Result<()> {
     /// let mut buf = Vec::new();
     /// let from = beacon.next_message(&mut buf)?;
     /// println!("{from}: {}", String::from_utf8_lossy(&buf));
     /// # Ok(()) }
     /// ```
-    pub fn next_message(&mut self, buf: &mut Vec<u8>) -> io::Result<SocketAddr> {
-        crust_runtime::block_on(self.inner.next_message(buf))?
+    pub fn next_message(&mut self, buf: &mut Vec<u8>) -> Result<SocketAddr> {
+        crust_runtime::block_on(self.inner.next_message(buf)).map_err(Error::runtime)?
     }
 
     /// Like [`next_message`](Self::next_message), but gives up after
-    /// `timeout` with [`io::ErrorKind::TimedOut`].
+    /// `timeout` with [`std::io::ErrorKind::TimedOut`].
     ///
     /// # Errors
     ///
     /// As [`next_message`](Self::next_message), plus the timeout.
     ///
     /// ```no_run
-    /// # fn f(beacon: &mut beacon::Beacon) -> std::io::Result<()> {
+    /// # fn f(beacon: &mut beacon::Beacon) -> beacon::Result<()> {
     /// use std::time::Duration;
     /// let mut buf = Vec::new();
     /// match beacon.next_message_timeout(&mut buf, Duration::from_secs(3)) {
@@ -563,12 +557,12 @@ impl Beacon {
         &mut self,
         buf: &mut Vec<u8>,
         timeout: Duration,
-    ) -> io::Result<SocketAddr> {
-        crust_runtime::block_on_timeout(
-            "waiting for a beacon message",
-            Some(timeout),
-            self.inner.next_message(buf),
-        )?
+    ) -> Result<SocketAddr> {
+        crust_runtime::block_on(async {
+            tokio::time::timeout(timeout, self.inner.next_message(buf)).await
+        })
+        .map_err(Error::runtime)?
+        .map_err(|_| Error::TimedOut { after: timeout })?
     }
 
     /// Blocks until a message from another beacon arrives and returns it
@@ -579,33 +573,31 @@ impl Beacon {
     /// As [`next_message`](Self::next_message).
     ///
     /// ```no_run
-    /// # fn f(beacon: &mut beacon::Beacon) -> std::io::Result<()> {
+    /// # fn f(beacon: &mut beacon::Beacon) -> beacon::Result<()> {
     /// let msg = beacon.recv()?;
     /// println!("{} (id {:02x?}): {:?}", msg.from, msg.id, msg.data);
     /// # Ok(()) }
     /// ```
-    pub fn recv(&mut self) -> io::Result<Message> {
-        crust_runtime::block_on(self.inner.recv())?
+    pub fn recv(&mut self) -> Result<Message> {
+        crust_runtime::block_on(self.inner.recv()).map_err(Error::runtime)?
     }
 
     /// Like [`recv`](Self::recv), but gives up after `timeout` with
-    /// [`io::ErrorKind::TimedOut`].
+    /// [`std::io::ErrorKind::TimedOut`].
     ///
     /// # Errors
     ///
     /// As [`next_message_timeout`](Self::next_message_timeout).
     ///
     /// ```no_run
-    /// # fn f(beacon: &mut beacon::Beacon) -> std::io::Result<()> {
+    /// # fn f(beacon: &mut beacon::Beacon) -> beacon::Result<()> {
     /// let msg = beacon.recv_timeout(std::time::Duration::from_secs(3))?;
     /// # Ok(()) }
     /// ```
-    pub fn recv_timeout(&mut self, timeout: Duration) -> io::Result<Message> {
-        crust_runtime::block_on_timeout(
-            "waiting for a beacon message",
-            Some(timeout),
-            self.inner.recv(),
-        )?
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message> {
+        crust_runtime::block_on(async { tokio::time::timeout(timeout, self.inner.recv()).await })
+            .map_err(Error::runtime)?
+            .map_err(|_| Error::TimedOut { after: timeout })?
     }
 
     /// The next message if one is queued, without blocking.
@@ -615,20 +607,20 @@ impl Beacon {
     /// If the beacon's task has stopped (a bug).
     ///
     /// ```no_run
-    /// # fn f(beacon: &mut beacon::Beacon) -> std::io::Result<()> {
+    /// # fn f(beacon: &mut beacon::Beacon) -> beacon::Result<()> {
     /// while let Some(msg) = beacon.try_next_message()? {
     ///     println!("{}", msg.from);
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn try_next_message(&mut self) -> io::Result<Option<Message>> {
+    pub fn try_next_message(&mut self) -> Result<Option<Message>> {
         self.inner.try_recv()
     }
 
     /// An endless blocking iterator over other beacons' messages.
     ///
     /// ```no_run
-    /// # fn f(beacon: &mut beacon::Beacon) -> std::io::Result<()> {
+    /// # fn f(beacon: &mut beacon::Beacon) -> beacon::Result<()> {
     /// for msg in beacon.messages().take(3) {
     ///     let msg = msg?;
     ///     println!("{}: {:?}", msg.from, msg.data);
@@ -690,17 +682,14 @@ impl Drop for Beacon {
         let Some(task) = self.inner.stop() else {
             return;
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // On a runtime thread: never block. The task has been signalled
-            // and ends on the runtime right after.
-            return;
-        }
+        // The task has been signalled; wait for it to close its sockets.
         let port = self.inner.port();
-        match crust_runtime::block_on_timeout("closing the beacon", Some(CLOSE_WAIT), task) {
-            Ok(Ok(())) => log::debug!("beacon on port {port}: closed"),
-            Ok(Err(e)) => log::error!("beacon on port {port}: task failed: {e}"),
-            Err(e) => log::error!("beacon on port {port}: {e}; leaving it to end on its own"),
-        }
+        crust_runtime::finish_in_drop("closing a beacon", Some(CLOSE_WAIT), async move {
+            match task.await {
+                Ok(()) => log::debug!("beacon on port {port}: closed"),
+                Err(e) => log::error!("beacon on port {port}: task failed: {e}"),
+            }
+        });
     }
 }
 
@@ -710,7 +699,7 @@ impl Drop for Beacon {
 ///
 /// ```no_run
 /// # fn f(beacon: &mut beacon::Beacon) {
-/// let first: Option<std::io::Result<beacon::Message>> = beacon.messages().next();
+/// let first: Option<beacon::Result<beacon::Message>> = beacon.messages().next();
 /// # }
 /// ```
 #[derive(Debug)]
@@ -719,10 +708,14 @@ pub struct Messages<'a> {
 }
 
 impl Iterator for Messages<'_> {
-    type Item = io::Result<Message>;
+    type Item = Result<Message>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        Some(crust_runtime::block_on(self.beacon.inner.recv()).and_then(|r| r))
+        Some(
+            crust_runtime::block_on(self.beacon.inner.recv())
+                .map_err(Error::runtime)
+                .and_then(|r| r),
+        )
     }
 }
 
@@ -730,7 +723,7 @@ impl Iterator for Messages<'_> {
 /// usable from any thread.
 ///
 /// Once the beacon is dropped, every call returns
-/// [`io::ErrorKind::NotConnected`].
+/// [`std::io::ErrorKind::NotConnected`].
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -739,7 +732,7 @@ impl Iterator for Messages<'_> {
 /// controller.set_period(Duration::from_secs(10))?;
 /// drop(beacon);
 /// assert!(controller.set_data(b"late").is_err());
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), beacon::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct BeaconController {
@@ -751,21 +744,18 @@ impl BeaconController {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] if `data` is over [`MAX_DATA_LEN`]
-    /// bytes; [`io::ErrorKind::NotConnected`] if the beacon has been dropped.
+    /// [`std::io::ErrorKind::InvalidInput`] if `data` is over [`MAX_DATA_LEN`]
+    /// bytes; [`std::io::ErrorKind::NotConnected`] if the beacon has been dropped.
     ///
     /// ```no_run
-    /// # fn f(controller: &beacon::BeaconController) -> std::io::Result<()> {
+    /// # fn f(controller: &beacon::BeaconController) -> beacon::Result<()> {
     /// controller.set_data("tcp://192.0.2.7:6000")?;
     /// # Ok(()) }
     /// ```
-    pub fn set_data<D: AsRef<[u8]>>(&self, data: D) -> io::Result<()> {
+    pub fn set_data<D: AsRef<[u8]>>(&self, data: D) -> Result<()> {
         let data = data.as_ref();
         if data.len() > MAX_DATA_LEN {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                data_too_long(data.len()),
-            ));
+            return Err(Error::DataTooLong { len: data.len() });
         }
         self.shared.set_data(data.to_vec())
     }
@@ -775,22 +765,17 @@ impl BeaconController {
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::InvalidInput`] if `period` is zero or over
+    /// [`std::io::ErrorKind::InvalidInput`] if `period` is zero or over
     /// [`MAX_PERIOD`];
-    /// [`io::ErrorKind::NotConnected`] if the beacon has been dropped.
+    /// [`std::io::ErrorKind::NotConnected`] if the beacon has been dropped.
     ///
     /// ```no_run
-    /// # fn f(controller: &beacon::BeaconController) -> std::io::Result<()> {
+    /// # fn f(controller: &beacon::BeaconController) -> beacon::Result<()> {
     /// controller.set_period(std::time::Duration::from_secs(30))?;
     /// # Ok(()) }
     /// ```
-    pub fn set_period(&self, period: Duration) -> io::Result<()> {
-        if period.is_zero() || period > MAX_PERIOD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                period_out_of_range("period", period),
-            ));
-        }
+    pub fn set_period(&self, period: Duration) -> Result<()> {
+        check_period("period", period)?;
         self.shared.set_period(period)
     }
 

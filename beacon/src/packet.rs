@@ -260,6 +260,20 @@ pub fn decode(datagram: &[u8]) -> Result<Packet<'_>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_md_example() {
+        const WIRE_MD: &str = include_str!("../../docs/wire.md");
+        let mut wire = Vec::new();
+        encode(&[0xa1, 0xb2, 0xc3, 0xd4], b"hello", &mut wire).unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "beacon-packet", &wire);
+        let doc = netlab::wire_doc::hex(WIRE_MD, "beacon-packet");
+        let p = decode(&doc).unwrap();
+        assert_eq!(
+            (p.id, p.data),
+            (&[0xa1, 0xb2, 0xc3, 0xd4][..], &b"hello"[..])
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -2,6 +2,11 @@
 //! the crate root is a thin layer over these, run on the shared
 //! `crust-runtime`.
 //!
+//! The futures here run on whichever runtime awaits them; anything that
+//! outlives a call (the [`StunServer`]'s tasks, UPnP lease renewals) is
+//! spawned on the shared runtime, so it goes on between calls and after the
+//! caller's runtime ends.
+//!
 //! Every network wait here is bounded by a configured timeout.
 
 use std::io;
@@ -13,21 +18,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::PunchError;
 use crate::punch::{PunchConfig, PunchCore, Punched};
 use crate::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use crate::stun::codec::{self, Message};
 use crate::stun::{AddressPair, BindingResponse, BindingTransaction, StunConfig, StunError};
+use crate::{Error, Result};
 
 pub use crate::mapping::aio::*;
 pub use crate::tcp_punch::aio::*;
 
-fn stun_io_error(server: SocketAddr, e: StunError) -> io::Error {
-    let kind = match e {
-        StunError::TimedOut { .. } => io::ErrorKind::TimedOut,
-        _ => io::ErrorKind::InvalidData,
-    };
-    io::Error::new(kind, format!("STUN server {server}: {e}"))
+fn stun_io_error(server: SocketAddr, error: StunError) -> Error {
+    Error::Stun { server, error }
 }
 
 fn ignorable(e: &io::Error) -> bool {
@@ -46,14 +47,14 @@ pub async fn stun_binding(
     server: SocketAddr,
     change: Option<(bool, bool)>,
     cfg: &StunConfig,
-) -> io::Result<BindingResponse> {
+) -> Result<BindingResponse> {
     let mut t = BindingTransaction::new(rand::random(), change, cfg.clone(), Instant::now());
     let mut buf = vec![0u8; 2048];
     loop {
         let now = Instant::now();
         while let Some(req) = t.poll_transmit(now) {
             match socket.send_to(&req, server).await {
-                Err(e) if !ignorable(&e) => return Err(e),
+                Err(e) if !ignorable(&e) => return Err(e.into()),
                 _ => {}
             }
         }
@@ -62,9 +63,7 @@ pub async fn stun_binding(
             return r.clone().map_err(|e| stun_io_error(server, e));
         }
         let Some(deadline) = t.poll_timeout() else {
-            return Err(io::Error::other(
-                "STUN transaction stopped without a result",
-            ));
+            return Err(io::Error::other("STUN transaction stopped without a result").into());
         };
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -72,7 +71,7 @@ pub async fn stun_binding(
                     t.handle_input(&buf[..n], from);
                 }
                 Err(e) if ignorable(&e) => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }
@@ -80,7 +79,7 @@ pub async fn stun_binding(
 }
 
 /// A TCP socket with `SO_REUSEADDR` and `SO_REUSEPORT`, bound to `local`.
-pub fn reusable_tcp_socket(local: SocketAddr) -> io::Result<TcpSocket> {
+pub fn reusable_tcp_socket(local: SocketAddr) -> Result<TcpSocket> {
     let s = if local.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -100,7 +99,7 @@ pub async fn stun_binding_tcp(
     local: SocketAddr,
     server: SocketAddr,
     cfg: &StunConfig,
-) -> io::Result<BindingResponse> {
+) -> Result<BindingResponse> {
     let tid: codec::TransactionId = rand::random();
     let fut = async {
         let sock = reusable_tcp_socket(local)?;
@@ -114,27 +113,22 @@ pub async fn stun_binding_tcp(
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "STUN answer over TCP for another transaction",
-            ));
+            )
+            .into());
         }
         let mapped = m
             .reflexive_address()
             .ok_or_else(|| stun_io_error(server, StunError::NoMappedAddress))?;
-        Ok(BindingResponse {
+        Ok::<_, Error>(BindingResponse {
             mapped,
             from: server,
             response_origin: m.response_origin,
             other_address: m.other_address,
         })
     };
-    tokio::time::timeout(cfg.timeout, fut).await.map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!(
-                "STUN server {server} over TCP: no answer in {:?}",
-                cfg.timeout
-            ),
-        )
-    })?
+    tokio::time::timeout(cfg.timeout, fut)
+        .await
+        .map_err(|_| stun_io_error(server, StunError::TimedOut { sent: 1 }))?
 }
 
 async fn read_stun_frame(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
@@ -176,10 +170,20 @@ impl StunServer {
     /// Binds on `primary` (UDP and TCP). With `alternate` (another IP and
     /// another port) it also binds the other three combinations and answers
     /// RFC 5780 CHANGE-REQUEST. Port 0 picks free ports.
-    pub async fn bind(
+    ///
+    /// Its sockets and tasks live on the shared runtime (`crust-runtime`),
+    /// whichever runtime awaits this: the server keeps serving when the
+    /// caller's runtime ends.
+    pub async fn bind(primary: SocketAddr, alternate: Option<SocketAddr>) -> Result<StunServer> {
+        crust_runtime::spawn(Self::bind_on_this_runtime(primary, alternate))
+            .await
+            .map_err(|e| Error::io("starting the STUN server")(io::Error::other(e)))?
+    }
+
+    async fn bind_on_this_runtime(
         primary: SocketAddr,
         alternate: Option<SocketAddr>,
-    ) -> io::Result<StunServer> {
+    ) -> Result<StunServer> {
         let p_sock = UdpSocket::bind(primary).await?;
         let primary = p_sock.local_addr()?;
         let mut socks = vec![p_sock];
@@ -187,16 +191,14 @@ impl StunServer {
             None => None,
             Some(alt) => {
                 if alt.ip() == primary.ip() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
+                    return Err(Error::InvalidArgument(
                         "the alternate STUN address needs another IP than the primary",
                     ));
                 }
                 let a_sock = UdpSocket::bind(alt).await?;
                 let alt = a_sock.local_addr()?;
                 if alt.port() == primary.port() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
+                    return Err(Error::InvalidArgument(
                         "the alternate STUN address needs another port than the primary",
                     ));
                 }
@@ -354,7 +356,7 @@ pub async fn punch_hole(
     ours: &PrivRendezvousInfo,
     theirs: &PubRendezvousInfo,
     cfg: &PunchConfig,
-) -> Result<Punched, PunchError> {
+) -> Result<Punched> {
     let mut core = PunchCore::new(ours.clone(), theirs.clone(), cfg.clone(), Instant::now());
     let mut buf = vec![0u8; 2048];
     loop {
@@ -368,10 +370,10 @@ pub async fn punch_hole(
         }
         core.handle_timeout(now);
         if let Some(o) = core.outcome() {
-            return o.clone().map_err(PunchError::CannotPunch);
+            return o.clone().map_err(Error::CannotPunch);
         }
         let Some(deadline) = core.poll_timeout() else {
-            return Err(PunchError::Io(io::Error::other(
+            return Err(Error::from(io::Error::other(
                 "punch stopped without an outcome",
             )));
         };
@@ -389,14 +391,14 @@ pub async fn punch_hole(
                             core.handle_datagram(&buf[..n], from, now);
                         }
                         Err(e) if ignorable(&e) => {}
-                        Err(e) => return Err(PunchError::Io(e)),
+                        Err(e) => return Err(Error::from(e)),
                     }
                 }
                 Err(e) if ignorable(&e) => {
                     // Clear the pending error by reading it.
                     let _ = socket.try_recv_from(&mut buf);
                 }
-                Err(e) => return Err(PunchError::Io(e)),
+                Err(e) => return Err(Error::from(e)),
             },
             _ = tokio::time::sleep_until(deadline.into()) => {}
         }

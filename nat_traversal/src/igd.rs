@@ -9,6 +9,7 @@ use std::time::Duration;
 use igd_next::{AddPortError, PortMappingProtocol, SearchOptions};
 use tokio::task::JoinHandle;
 
+use crate::Result;
 use crate::mapping::{IgdGateway, IgdOutcome};
 
 /// The bound on one request to the gateway.
@@ -66,7 +67,7 @@ impl IgdMapping {
 
     /// Removes the mapping now and says whether the gateway agreed (drop
     /// does the same but can only log).
-    pub fn remove(mut self) -> io::Result<()> {
+    pub fn remove(mut self) -> Result<()> {
         if let Some(t) = self.renew.take() {
             t.abort();
         }
@@ -84,6 +85,7 @@ impl IgdMapping {
                 )),
             }
         })?
+        .map_err(crate::Error::io("removing the UPnP port mapping"))
     }
 }
 
@@ -104,12 +106,7 @@ impl Drop for IgdMapping {
                 Err(_) => log::warn!("the gateway did not answer the removal of port {port}"),
             }
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // On a runtime thread: never block; the removal runs right after.
-            crust_runtime::spawn(remove);
-        } else {
-            let _ = crust_runtime::block_on(remove);
-        }
+        crust_runtime::finish_in_drop("removing a UPnP port mapping", None, remove);
     }
 }
 

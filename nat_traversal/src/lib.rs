@@ -39,6 +39,7 @@
 #![warn(unreachable_pub)]
 
 pub mod aio;
+mod error;
 mod igd;
 mod mapping;
 pub mod punch;
@@ -46,11 +47,11 @@ pub mod rendezvous;
 pub mod stun;
 mod tcp_punch;
 
-use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+pub use error::{Error, PunchError, Result};
 pub use igd::IgdMapping;
 pub use mapping::{
     HolePunchServerAddr, IgdGateway, IgdOutcome, MappedSocketAddr, MappingContext, MappingOptions,
@@ -62,51 +63,11 @@ pub use rendezvous::{
     gen_rendezvous_info, gen_rendezvous_info_with,
 };
 
-/// Why a hole punch failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum PunchError {
-    /// "cannot punch this NAT pair", with a typed reason.
-    CannotPunch(PunchFailure),
-    /// A socket error.
-    Io(io::Error),
-}
-
-impl PunchError {
-    /// The typed reason, when the NAT pair could not be punched.
-    pub fn failure_kind(&self) -> Option<PunchFailureKind> {
-        match self {
-            PunchError::CannotPunch(f) => Some(f.kind),
-            PunchError::Io(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for PunchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PunchError::CannotPunch(p) => p.fmt(f),
-            PunchError::Io(e) => write!(f, "hole punching failed: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for PunchError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PunchError::CannotPunch(p) => Some(p),
-            PunchError::Io(e) => Some(e),
-        }
-    }
-}
-
-impl From<PunchError> for io::Error {
-    fn from(e: PunchError) -> io::Error {
-        match e {
-            PunchError::CannotPunch(p) => p.into(),
-            PunchError::Io(e) => e,
-        }
-    }
+/// `t + d`, or a point far beyond any real deadline when that overflows: a
+/// configured duration (even `Duration::MAX`) never panics a core.
+pub(crate) fn deadline_after(t: std::time::Instant, d: Duration) -> std::time::Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
 }
 
 fn to_tokio_udp(socket: UdpSocket) -> io::Result<tokio::net::UdpSocket> {
@@ -136,13 +97,13 @@ pub struct MappedUdpSocket {
     /// What happened with the UPnP gateway.
     pub igd_outcome: IgdOutcome,
     /// Each STUN server's answer: the address it saw, or why not.
-    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr, String>)>,
+    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr>)>,
 }
 
 impl MappedUdpSocket {
     /// Binds a new UDP socket (on [`MappingOptions::local_ip`] if set) and
     /// maps it.
-    pub fn new(mc: &MappingContext) -> io::Result<MappedUdpSocket> {
+    pub fn new(mc: &MappingContext) -> Result<MappedUdpSocket> {
         let ip = mc
             .options()
             .local_ip
@@ -154,7 +115,7 @@ impl MappedUdpSocket {
     /// [`MappingOptions::stun`]) and the UPnP gateway. Servers that do not
     /// answer are skipped; with none at all the endpoints are the local
     /// ones.
-    pub fn map(socket: UdpSocket, mc: &MappingContext) -> io::Result<MappedUdpSocket> {
+    pub fn map(socket: UdpSocket, mc: &MappingContext) -> Result<MappedUdpSocket> {
         let mc = mc.clone();
         crust_runtime::block_on(async move {
             let s = to_tokio_udp(socket)?;
@@ -188,7 +149,7 @@ pub struct MappedTcpSocket {
     /// What happened with the UPnP gateway.
     pub igd_outcome: IgdOutcome,
     /// Each STUN server's answer (over TCP): the address it saw, or why not.
-    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr, String>)>,
+    pub stun_seen: Vec<(SocketAddr, Result<SocketAddr>)>,
 }
 
 fn reusable_std_tcp(local: SocketAddr) -> io::Result<socket2::Socket> {
@@ -206,7 +167,7 @@ fn reusable_std_tcp(local: SocketAddr) -> io::Result<socket2::Socket> {
 
 impl MappedTcpSocket {
     /// Binds a new reusable TCP socket and maps it.
-    pub fn new(mc: &MappingContext) -> io::Result<MappedTcpSocket> {
+    pub fn new(mc: &MappingContext) -> Result<MappedTcpSocket> {
         let ip = mc
             .options()
             .local_ip
@@ -216,7 +177,7 @@ impl MappedTcpSocket {
 
     /// Maps a bound reusable socket (its port is what STUN servers see, from
     /// other sockets bound to the same port).
-    pub fn map(socket: socket2::Socket, mc: &MappingContext) -> io::Result<MappedTcpSocket> {
+    pub fn map(socket: socket2::Socket, mc: &MappingContext) -> Result<MappedTcpSocket> {
         let local = socket
             .local_addr()?
             .as_socket()
@@ -256,7 +217,7 @@ impl PunchedUdpSocket {
         socket: UdpSocket,
         our_priv: PrivRendezvousInfo,
         their_pub: PubRendezvousInfo,
-    ) -> Result<PunchedUdpSocket, PunchError> {
+    ) -> Result<PunchedUdpSocket> {
         PunchedUdpSocket::punch_hole_with(socket, our_priv, their_pub, &PunchConfig::default())
     }
 
@@ -266,19 +227,19 @@ impl PunchedUdpSocket {
         our_priv: PrivRendezvousInfo,
         their_pub: PubRendezvousInfo,
         cfg: &PunchConfig,
-    ) -> Result<PunchedUdpSocket, PunchError> {
+    ) -> Result<PunchedUdpSocket> {
         let cfg = cfg.clone();
         crust_runtime::block_on(async move {
-            let s = to_tokio_udp(socket).map_err(PunchError::Io)?;
+            let s = to_tokio_udp(socket).map_err(Error::io("hole punching"))?;
             let r = aio::punch_hole(&s, &our_priv, &their_pub, &cfg).await?;
             Ok(PunchedUdpSocket {
-                socket: to_std_udp(s).map_err(PunchError::Io)?,
+                socket: to_std_udp(s).map_err(Error::io("hole punching"))?,
                 peer_addr: r.peer_addr,
                 elapsed: r.elapsed,
                 probes_sent: r.probes_sent,
             })
         })
-        .map_err(PunchError::Io)?
+        .map_err(Error::io("hole punching"))?
     }
 }
 
@@ -289,7 +250,7 @@ pub fn tcp_punch_hole(
     socket: socket2::Socket,
     our_priv: PrivRendezvousInfo,
     their_pub: PubRendezvousInfo,
-) -> Result<TcpStream, PunchError> {
+) -> Result<TcpStream> {
     tcp_punch_hole_with(socket, our_priv, their_pub, &PunchConfig::default())
 }
 
@@ -299,19 +260,23 @@ pub fn tcp_punch_hole_with(
     our_priv: PrivRendezvousInfo,
     their_pub: PubRendezvousInfo,
     cfg: &PunchConfig,
-) -> Result<TcpStream, PunchError> {
+) -> Result<TcpStream> {
     let cfg = cfg.clone();
-    socket.listen(16).map_err(PunchError::Io)?;
-    socket.set_nonblocking(true).map_err(PunchError::Io)?;
+    socket.listen(16).map_err(Error::io("hole punching"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(Error::io("hole punching"))?;
     let std_listener: std::net::TcpListener = socket.into();
     crust_runtime::block_on(async move {
-        let l = tokio::net::TcpListener::from_std(std_listener).map_err(PunchError::Io)?;
+        let l =
+            tokio::net::TcpListener::from_std(std_listener).map_err(Error::io("hole punching"))?;
         let (s, _) = aio::tcp_punch_hole(l, &our_priv, &their_pub, &cfg).await?;
-        let s = s.into_std().map_err(PunchError::Io)?;
-        s.set_nonblocking(false).map_err(PunchError::Io)?;
+        let s = s.into_std().map_err(Error::io("hole punching"))?;
+        s.set_nonblocking(false)
+            .map_err(Error::io("hole punching"))?;
         Ok(s)
     })
-    .map_err(PunchError::Io)?
+    .map_err(Error::io("hole punching"))?
 }
 
 /// A STUN Binding server over UDP and TCP (see [`aio::StunServer`]), running
@@ -324,7 +289,7 @@ pub struct SimpleUdpHolePunchServer {
 impl SimpleUdpHolePunchServer {
     /// A server on a free port of [`MappingOptions::local_ip`] (all
     /// addresses if unset).
-    pub fn new(mc: &MappingContext) -> io::Result<SimpleUdpHolePunchServer> {
+    pub fn new(mc: &MappingContext) -> Result<SimpleUdpHolePunchServer> {
         let ip = mc
             .options()
             .local_ip
@@ -337,7 +302,7 @@ impl SimpleUdpHolePunchServer {
     pub fn bind(
         primary: SocketAddr,
         alternate: Option<SocketAddr>,
-    ) -> io::Result<SimpleUdpHolePunchServer> {
+    ) -> Result<SimpleUdpHolePunchServer> {
         let server =
             crust_runtime::block_on(
                 async move { aio::StunServer::bind(primary, alternate).await },
@@ -367,11 +332,7 @@ impl SimpleUdpHolePunchServer {
 impl Drop for SimpleUdpHolePunchServer {
     fn drop(&mut self) {
         if let Some(s) = self.server.take() {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                drop(s); // aborts its tasks; the sockets close right after
-            } else {
-                let _ = crust_runtime::block_on(s.shutdown());
-            }
+            crust_runtime::finish_in_drop("closing a STUN server", None, s.shutdown());
         }
     }
 }

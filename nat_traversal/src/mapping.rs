@@ -2,11 +2,11 @@
 //! of our NAT's mapping and filtering behaviour) and UPnP IGD port mappings.
 
 use std::fmt;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::Result;
 use crate::rendezvous::{Filtering, Mapping, NatBehaviour};
 use crate::stun::StunConfig;
 
@@ -103,7 +103,7 @@ impl MappingContext {
     ///
     /// Sends SSDP multicast on the local network. To stay off the network
     /// (tests), use [`with_options`](Self::with_options) with `igd: false`.
-    pub fn new() -> io::Result<MappingContext> {
+    pub fn new() -> Result<MappingContext> {
         MappingContext::with_options(MappingOptions::default())
     }
 
@@ -119,7 +119,7 @@ impl MappingContext {
     /// .unwrap();
     /// assert_eq!(mc.stun_servers().len(), 1);
     /// ```
-    pub fn with_options(opts: MappingOptions) -> io::Result<MappingContext> {
+    pub fn with_options(opts: MappingOptions) -> Result<MappingContext> {
         crust_runtime::block_on(aio::discover(opts))?
     }
 
@@ -239,7 +239,7 @@ pub struct MappingReport {
     /// The endpoints to give peers (local first).
     pub endpoints: Vec<MappedSocketAddr>,
     /// Each STUN server's answer.
-    pub stun: Vec<(SocketAddr, Result<SocketAddr, String>)>,
+    pub stun: Vec<(SocketAddr, Result<SocketAddr>)>,
     /// What we learned of our NAT.
     pub nat: NatBehaviour,
     /// What happened with the UPnP gateway.
@@ -279,6 +279,7 @@ pub(crate) fn unknown_filtering() -> Filtering {
 /// Async mapping.
 pub(crate) mod aio {
     use super::*;
+    use crate::Result;
     use crate::aio::{stun_binding, stun_binding_tcp};
     use crate::igd;
     use tokio::net::UdpSocket;
@@ -329,7 +330,7 @@ pub(crate) mod aio {
 
     /// Builds a [`MappingContext`], looking for an IGD if `opts.igd`
     /// (bounded by `opts.igd_timeout`).
-    pub async fn discover(opts: MappingOptions) -> io::Result<MappingContext> {
+    pub async fn discover(opts: MappingOptions) -> Result<MappingContext> {
         let mut servers: Vec<HolePunchServerAddr> = opts
             .stun_servers
             .iter()
@@ -393,7 +394,7 @@ pub(crate) mod aio {
     /// Maps a UDP socket: asks every STUN server (concurrently would mix
     /// answers on one socket, so one after the other, each bounded), learns
     /// mapping and filtering behaviour, and tries the UPnP gateway.
-    pub async fn map_udp(socket: &UdpSocket, mc: &MappingContext) -> io::Result<MappingReport> {
+    pub async fn map_udp(socket: &UdpSocket, mc: &MappingContext) -> Result<MappingReport> {
         let opts = mc.options();
         let servers = mc.stun_servers();
         let local = socket.local_addr()?;
@@ -417,7 +418,7 @@ pub(crate) mod aio {
                         filtering = filtering_behaviour(socket, *s, &opts.filtering_test).await;
                     }
                 }
-                Err(e) => stun.push((*s, Err(e.to_string()))),
+                Err(e) => stun.push((*s, Err(e))),
             }
         }
         // One RFC 5780 server and no second server: its alternate address
@@ -473,7 +474,7 @@ pub(crate) mod aio {
 
     /// Maps a TCP port: asks every STUN server over TCP from reusable
     /// sockets bound to `local`, and tries the UPnP gateway.
-    pub async fn map_tcp(local: SocketAddr, mc: &MappingContext) -> io::Result<MappingReport> {
+    pub async fn map_tcp(local: SocketAddr, mc: &MappingContext) -> Result<MappingReport> {
         let opts = mc.options();
         let servers = mc.stun_servers();
         let locals = local_endpoints(local, &servers).await;
@@ -485,7 +486,7 @@ pub(crate) mod aio {
                     stun.push((*s, Ok(r.mapped)));
                     seen.push((*s, r.mapped));
                 }
-                Err(e) => stun.push((*s, Err(e.to_string()))),
+                Err(e) => stun.push((*s, Err(e))),
             }
         }
         let mapping = mapping_behaviour(&locals, &seen);

@@ -93,12 +93,51 @@ pub struct PubRendezvousInfo {
 }
 
 /// Why bytes are not a [`PubRendezvousInfo`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RendezvousDecodeError(String);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RendezvousDecodeError {
+    /// No bytes at all.
+    Empty,
+    /// Another encoding version.
+    Version(u8),
+    /// Shorter than the fixed header.
+    TruncatedHeader,
+    /// A mapping code this version does not know.
+    UnknownMapping(u8),
+    /// A filtering code this version does not know.
+    UnknownFiltering(u8),
+    /// More than [`MAX_ENDPOINTS`] endpoints.
+    TooManyEndpoints(u8),
+    /// The bytes end inside an endpoint.
+    TruncatedEndpoint,
+    /// An address family other than 4 or 6.
+    UnknownFamily(u8),
+    /// An endpoint with port 0 or an unspecified address.
+    UnusableEndpoint,
+    /// Bytes after the last endpoint.
+    TrailingBytes(usize),
+}
 
 impl fmt::Display for RendezvousDecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid rendezvous info: {}", self.0)
+        f.write_str("invalid rendezvous info: ")?;
+        match self {
+            Self::Empty => f.write_str("empty"),
+            Self::Version(v) => write!(
+                f,
+                "version {v}, this library reads version {RENDEZVOUS_VERSION}"
+            ),
+            Self::TruncatedHeader => f.write_str("truncated header"),
+            Self::UnknownMapping(c) => write!(f, "unknown mapping code {c}"),
+            Self::UnknownFiltering(c) => write!(f, "unknown filtering code {c}"),
+            Self::TooManyEndpoints(n) => {
+                write!(f, "{n} endpoints, more than the {MAX_ENDPOINTS} allowed")
+            }
+            Self::TruncatedEndpoint => f.write_str("truncated endpoint"),
+            Self::UnknownFamily(c) => write!(f, "unknown address family {c}"),
+            Self::UnusableEndpoint => f.write_str("endpoint with port 0 or an unspecified address"),
+            Self::TrailingBytes(n) => write!(f, "{n} trailing bytes"),
+        }
     }
 }
 
@@ -166,15 +205,13 @@ impl PubRendezvousInfo {
     /// another version, unknown codes, more than [`MAX_ENDPOINTS`]
     /// endpoints, port 0, unspecified addresses, trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<PubRendezvousInfo, RendezvousDecodeError> {
-        let e = |m: &str| RendezvousDecodeError(m.to_string());
-        let (&version, rest) = bytes.split_first().ok_or_else(|| e("empty"))?;
+        use RendezvousDecodeError as E;
+        let (&version, rest) = bytes.split_first().ok_or(E::Empty)?;
         if version != RENDEZVOUS_VERSION {
-            return Err(RendezvousDecodeError(format!(
-                "version {version}, this library reads version {RENDEZVOUS_VERSION}"
-            )));
+            return Err(E::Version(version));
         }
         if rest.len() < SECRET_LEN + 2 {
-            return Err(e("truncated header"));
+            return Err(E::TruncatedHeader);
         }
         let mut secret = [0u8; SECRET_LEN];
         secret.copy_from_slice(&rest[..SECRET_LEN]);
@@ -184,30 +221,30 @@ impl PubRendezvousInfo {
             1 => Mapping::NoNat,
             2 => Mapping::EndpointIndependent,
             3 => Mapping::EndpointDependent,
-            _ => return Err(e("unknown mapping code")),
+            c => return Err(E::UnknownMapping(c)),
         };
         let filtering = match nat_byte & 0x0F {
             0 => Filtering::Unknown,
             1 => Filtering::EndpointIndependent,
             2 => Filtering::AddressDependent,
             3 => Filtering::AddressAndPortDependent,
-            _ => return Err(e("unknown filtering code")),
+            c => return Err(E::UnknownFiltering(c)),
         };
         let n = usize::from(rest[SECRET_LEN + 1]);
         if n > MAX_ENDPOINTS {
-            return Err(e("too many endpoints"));
+            return Err(E::TooManyEndpoints(rest[SECRET_LEN + 1]));
         }
         let mut p = &rest[SECRET_LEN + 2..];
         let mut endpoints = Vec::with_capacity(n);
         for _ in 0..n {
-            let (&fam, r) = p.split_first().ok_or_else(|| e("truncated endpoint"))?;
+            let (&fam, r) = p.split_first().ok_or(E::TruncatedEndpoint)?;
             let alen = match fam {
                 4 => 4,
                 6 => 16,
-                _ => return Err(e("unknown address family")),
+                f => return Err(E::UnknownFamily(f)),
             };
             if r.len() < alen + 2 {
-                return Err(e("truncated endpoint"));
+                return Err(E::TruncatedEndpoint);
             }
             let ip: IpAddr = if alen == 4 {
                 Ipv4Addr::new(r[0], r[1], r[2], r[3]).into()
@@ -218,13 +255,13 @@ impl PubRendezvousInfo {
             };
             let port = u16::from_be_bytes([r[alen], r[alen + 1]]);
             if port == 0 || ip.is_unspecified() {
-                return Err(e("endpoint with port 0 or an unspecified address"));
+                return Err(E::UnusableEndpoint);
             }
             endpoints.push(SocketAddr::new(ip, port));
             p = &r[alen + 2..];
         }
         if !p.is_empty() {
-            return Err(e("trailing bytes"));
+            return Err(E::TrailingBytes(p.len()));
         }
         Ok(PubRendezvousInfo {
             version,
@@ -259,4 +296,41 @@ pub fn gen_rendezvous_info_with(
             nat,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WIRE_MD: &str = include_str!("../../docs/wire.md");
+
+    fn example() -> PubRendezvousInfo {
+        PubRendezvousInfo {
+            version: RENDEZVOUS_VERSION,
+            endpoints: vec![
+                "203.0.113.5:4000".parse().unwrap(),
+                "[2001:db8::1]:4001".parse().unwrap(),
+            ],
+            secret: std::array::from_fn(|i| i as u8),
+            nat: NatBehaviour {
+                mapping: Mapping::EndpointIndependent,
+                filtering: Filtering::AddressAndPortDependent,
+            },
+        }
+    }
+
+    #[test]
+    fn wire_md_binary_example() {
+        netlab::wire_doc::assert_hex(WIRE_MD, "rendezvous-binary", &example().encode());
+        let doc = netlab::wire_doc::hex(WIRE_MD, "rendezvous-binary");
+        assert_eq!(PubRendezvousInfo::decode(&doc).unwrap(), example());
+    }
+
+    #[test]
+    fn wire_md_json_example() {
+        let doc = netlab::wire_doc::text(WIRE_MD, "rendezvous-json");
+        assert_eq!(serde_json::to_string(&example()).unwrap(), doc.trim());
+        let parsed: PubRendezvousInfo = serde_json::from_str(&doc).unwrap();
+        assert_eq!(parsed, example());
+    }
 }

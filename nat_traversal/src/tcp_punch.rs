@@ -42,9 +42,9 @@ pub(crate) mod aio {
     use tokio::sync::mpsc;
     use tokio::task::JoinSet;
 
-    use crate::PunchError;
     use crate::aio::reusable_tcp_socket;
     use crate::punch::{PunchFailure, PunchFailureKind, classify_failure};
+    use crate::{Error, Result};
 
     enum Verified {
         Ok(TcpStream, SocketAddr),
@@ -87,8 +87,10 @@ pub(crate) mod aio {
         ours: &PrivRendezvousInfo,
         theirs: &PubRendezvousInfo,
         cfg: &PunchConfig,
-    ) -> Result<(TcpStream, SocketAddr), PunchError> {
-        let local = listener.local_addr().map_err(PunchError::Io)?;
+    ) -> Result<(TcpStream, SocketAddr)> {
+        let local = listener
+            .local_addr()
+            .map_err(Error::io("TCP hole punching"))?;
         let start = Instant::now();
         let (our_s, their_s) = (ours.secret, theirs.secret);
         let chooser = our_s < their_s;
@@ -180,7 +182,7 @@ pub(crate) mod aio {
                     } else {
                         classify_failure(ours.nat, theirs.nat)
                     };
-                    return Err(PunchError::CannotPunch(PunchFailure {
+                    return Err(Error::CannotPunch(PunchFailure {
                         kind,
                         elapsed: start.elapsed(),
                         probes_sent: 0,

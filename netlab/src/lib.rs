@@ -7,9 +7,12 @@
 //! - [`lab`]: real Linux network namespaces, veth pairs, bridges, kernel NATs
 //!   (nftables), `miniupnpd` and `coturn`, for the privileged lab tests
 //!   (`CRUST_LAB=1`, root). Owned by the NAT traversal work.
+//! - [`wire_doc`]: reads the worked examples of `docs/wire.md` so each
+//!   crate's tests check them against its code.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
 pub mod lab;
 pub mod sim;
+pub mod wire_doc;

@@ -159,6 +159,38 @@ where
     handle().spawn(future)
 }
 
+/// Completes `work` for a `Drop` implementation, the one way every crust
+/// object that owns tasks or sockets closes them:
+///
+/// - from an ordinary thread it runs `work` to completion before returning
+///   (bounded by `limit`, a hang guard; when it runs out the work goes on
+///   on the runtime and a warning naming `what` is logged), so the caller
+///   sees the sockets closed when `drop` returns;
+/// - on a runtime thread (inside a task, or in a `block_on`) it never
+///   blocks: it spawns `work` on the shared runtime, where it completes right
+///   after.
+///
+/// `work` should already have been signalled to stop (a shutdown channel,
+/// a closed flag): it is the part that waits for the end.
+pub fn finish_in_drop<F>(what: &str, limit: Option<Duration>, work: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if Handle::try_current().is_ok() {
+        spawn(work);
+        return;
+    }
+    let work = spawn(work);
+    let waited = match limit {
+        None => handle().block_on(async move { work.await.is_ok() }),
+        Some(t) => handle()
+            .block_on(async move { matches!(tokio::time::timeout(t, work).await, Ok(Ok(()))) }),
+    };
+    if !waited {
+        log::warn!("{what}: did not finish within {limit:?} of being dropped; it ends on its own");
+    }
+}
+
 /// The number of tasks alive on the shared runtime, for resource tests.
 pub fn alive_tasks() -> usize {
     handle().metrics().num_alive_tasks()
@@ -202,6 +234,34 @@ mod tests {
             .unwrap();
         let v = rt.block_on(async { tokio::spawn(async { block_on(async { 5 }) }).await });
         assert_eq!(v.unwrap().unwrap(), 5);
+    }
+
+    #[test]
+    fn finish_in_drop_waits_from_a_thread_and_never_blocks_a_runtime() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        finish_in_drop("test work", None, async move {
+            tokio::task::yield_now().await;
+            d.store(true, Ordering::SeqCst);
+        });
+        assert!(done.load(Ordering::SeqCst), "waited for the work");
+        // From inside a runtime: returns before the work can run (it waits on
+        // a signal that comes after), then the work completes.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        block_on(async move {
+            finish_in_drop("test work", None, async move {
+                let _ = rx.await;
+                let _ = done_tx.send(());
+            });
+            let _ = tx.send(());
+        })
+        .unwrap();
+        done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the spawned work completes");
     }
 
     #[test]

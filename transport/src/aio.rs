@@ -5,6 +5,13 @@
 //! blocking [`Stream`](crate::Stream) shares its sans-IO core
 //! ([`proto`](crate::proto)).
 //!
+//! Runtime: a [`Listener`]'s accept loop and handshakes, and every uTP
+//! socket's driver, run as tasks on the shared runtime (`crust-runtime`),
+//! whichever runtime the caller awaits from, and their sockets are
+//! registered with it; so they go on between calls and after the caller's
+//! runtime ends. A [`Stream`]'s reads and writes run in the task that polls
+//! them.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
@@ -621,15 +628,11 @@ impl Drop for Listener {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
         let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // On a runtime thread: never block. The tasks see the signal and
-            // close their sockets right after.
-            tasks.detach_all();
-        } else {
-            // From an ordinary thread: wait until the sockets are closed.
-            let _ =
-                crust_runtime::block_on(async move { while tasks.join_next().await.is_some() {} });
-        }
+        // The tasks have the signal; wait for them to close their sockets
+        // (or, on a runtime thread, let them finish right after).
+        crust_runtime::finish_in_drop("closing a transport listener", None, async move {
+            while tasks.join_next().await.is_some() {}
+        });
     }
 }
 
@@ -700,29 +703,57 @@ impl Acceptor {
 }
 
 /// Expands unspecified addresses to the interfaces' addresses of the same
-/// family.
+/// family; see [`expand_listen_addrs`] for the order.
 pub(crate) fn listen_addrs_to_endpoints(bound: &[ListenEndpoint], key: PublicKey) -> Vec<Endpoint> {
-    let mut out = Vec::new();
-    for ListenEndpoint { protocol, addr } in bound {
-        let (protocol, a) = (*protocol, addr);
-        if a.ip().is_unspecified() {
-            match if_addrs::get_if_addrs() {
-                Ok(ifs) => {
-                    for i in ifs {
-                        let ip = i.ip();
-                        if ip.is_ipv4() == a.is_ipv4() {
-                            let sa = SocketAddr::new(ip, a.port());
-                            out.push(Endpoint::new(protocol, sa, key));
-                        }
-                    }
-                }
-                Err(e) => log::warn!("cannot list interfaces to expand {a}: {e}"),
-            }
-        } else {
-            out.push(Endpoint::new(protocol, *a, key));
+    let mut ifs = Vec::new();
+    if bound.iter().any(|le| le.addr.ip().is_unspecified()) {
+        match if_addrs::get_if_addrs() {
+            Ok(list) => ifs.extend(list.iter().map(|i| (i.ip(), i.index))),
+            Err(e) => log::warn!("cannot list interfaces to expand unspecified addresses: {e}"),
         }
     }
-    out.sort_by_key(|e| (e.protocol, !e.addr.ip().is_loopback(), e.addr));
+    expand_listen_addrs(bound, &ifs, key)
+}
+
+/// The endpoints to publish for `bound`, given the interfaces' addresses
+/// (with their interface index): an unspecified address becomes every
+/// interface address of its family; IPv6 link-local addresses only with
+/// their scope (the interface index), since without it they cannot be
+/// dialled. Routable addresses come first, then link-local ones, loopback
+/// last, so a peer trying them in order tries the useful ones first.
+fn expand_listen_addrs(
+    bound: &[ListenEndpoint],
+    ifs: &[(std::net::IpAddr, Option<u32>)],
+    key: PublicKey,
+) -> Vec<Endpoint> {
+    use std::net::{IpAddr, SocketAddrV6};
+    let mut out = Vec::new();
+    for ListenEndpoint { protocol, addr } in bound {
+        if !addr.ip().is_unspecified() {
+            out.push(Endpoint::new(*protocol, *addr, key));
+            continue;
+        }
+        for &(ip, index) in ifs {
+            if ip.is_ipv4() != addr.is_ipv4() {
+                continue;
+            }
+            let sa = match ip {
+                IpAddr::V6(v6) if v6.is_unicast_link_local() => match index.filter(|&i| i != 0) {
+                    Some(scope) => SocketAddr::V6(SocketAddrV6::new(v6, addr.port(), 0, scope)),
+                    None => continue,
+                },
+                _ => SocketAddr::new(ip, addr.port()),
+            };
+            out.push(Endpoint::new(*protocol, sa, key));
+        }
+    }
+    let rank = |a: &SocketAddr| match a.ip() {
+        ip if ip.is_loopback() => 2,
+        IpAddr::V4(v4) if v4.is_link_local() => 1,
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => 1,
+        _ => 0,
+    };
+    out.sort_by_key(|e| (rank(&e.addr), e.protocol, e.addr));
     out.dedup();
     out
 }
@@ -868,4 +899,42 @@ async fn admission_driver(
         }
     }
     handshakes.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_endpoints_routable_first_loopback_last_scoped_link_local() {
+        let key = Identity::from_secret_bytes([1; 32]).public_key();
+        let bound: Vec<ListenEndpoint> = vec![
+            "tcp://0.0.0.0:5000".parse().unwrap(),
+            "utp://[::]:5001".parse().unwrap(),
+        ];
+        let ifs = [
+            ("127.0.0.1".parse().unwrap(), Some(1)),
+            ("::1".parse().unwrap(), Some(1)),
+            ("fe80::1".parse().unwrap(), Some(2)),
+            ("fe80::2".parse().unwrap(), None),
+            ("192.0.2.7".parse().unwrap(), Some(2)),
+            ("2001:db8::7".parse().unwrap(), Some(2)),
+            ("169.254.1.1".parse().unwrap(), Some(3)),
+        ];
+        let got: Vec<String> = expand_listen_addrs(&bound, &ifs, key)
+            .iter()
+            .map(|e| format!("{}://{}", e.protocol, e.addr))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "tcp://192.0.2.7:5000",
+                "utp://[2001:db8::7]:5001",
+                "tcp://169.254.1.1:5000",
+                "utp://[fe80::1%2]:5001",
+                "tcp://127.0.0.1:5000",
+                "utp://[::1]:5001",
+            ]
+        );
+    }
 }

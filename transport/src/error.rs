@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::PublicKey;
+use crate::wire::RejectCode;
 
 /// A `Result` whose error is the transport crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,6 +48,16 @@ pub enum Error {
         ours: u8,
         /// Their version.
         theirs: u8,
+    },
+    /// The peer at `addr` refused the connection with a rejection code from
+    /// the registry ([`crate::wire`]); a code this version does not know is
+    /// [`RejectCode::Unknown`] ("unknown rejection N").
+    #[error("the peer at {addr} refused the connection: {code}")]
+    Rejected {
+        /// The peer's address.
+        addr: SocketAddr,
+        /// Why, as the peer said.
+        code: RejectCode,
     },
     /// The encrypted handshake with `addr` failed for `reason`.
     #[error("handshake with {addr} failed: {reason}")]
@@ -111,6 +122,7 @@ impl Error {
         match self {
             Error::Io { source, .. } => source.kind(),
             Error::PeerKeyMismatch { .. } => io::ErrorKind::PermissionDenied,
+            Error::Rejected { .. } => io::ErrorKind::ConnectionRefused,
             Error::VersionMismatch { .. } | Error::Handshake { .. } => io::ErrorKind::InvalidData,
             Error::TimedOut { .. } => io::ErrorKind::TimedOut,
             Error::Busy { .. } => io::ErrorKind::ConnectionRefused,
@@ -124,12 +136,41 @@ impl Error {
     }
 }
 
+/// Keeps the [`kind`](Error::kind) and the error itself:
+/// `io_err.get_ref().and_then(|e| e.downcast_ref::<transport::Error>())`
+/// gives it back.
 impl From<Error> for io::Error {
     fn from(e: Error) -> io::Error {
-        match e {
-            // Keep the OS error's kind and add our context.
-            Error::Io { .. } => io::Error::new(e.kind(), e),
-            _ => io::Error::new(e.kind(), e),
-        }
+        io::Error::new(e.kind(), e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_error_keeps_kind_and_error() {
+        let e = Error::Rejected {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            code: RejectCode::Unknown(77),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the peer at 127.0.0.1:1 refused the connection: unknown rejection 77"
+        );
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+        let back = io.get_ref().and_then(|e| e.downcast_ref::<Error>());
+        assert!(matches!(
+            back,
+            Some(Error::Rejected {
+                code: RejectCode::Unknown(77),
+                ..
+            })
+        ));
+        let io: io::Error = Error::io("x", io::ErrorKind::AddrInUse.into()).into();
+        assert_eq!(io.kind(), io::ErrorKind::AddrInUse);
+        assert!(std::error::Error::source(io.get_ref().unwrap()).is_some());
     }
 }

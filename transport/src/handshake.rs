@@ -31,6 +31,10 @@ pub(crate) fn initiator_error(ep: &Endpoint, e: HandshakeError) -> Error {
             ours: proto::VERSION,
             theirs,
         },
+        HandshakeError::Rejected { code } => Error::Rejected {
+            addr: ep.addr,
+            code,
+        },
         other => Error::Handshake {
             addr: ep.addr,
             reason: other.to_string(),

@@ -10,12 +10,15 @@
 //!    binds the protocol name, version and carrier (`tcp`/`utp`), so peers of
 //!    another version or carrier fail the handshake cleanly.
 //! 2. The responder answers `0 ‖ noise_msg2` on success, or a rejection
-//!    `code ‖ detail` and closes: [`REJECT_VERSION`] (detail: its version)
-//!    when the versions differ, [`REJECT_KEY`] when it cannot decrypt the
-//!    first message, which means the initiator dialled a key the responder
-//!    does not hold, [`REJECT_BUSY`] when its accept queue has no room (the
-//!    first message was good; try again later). A first frame without
-//!    [`MAGIC`] is not ours and gets no answer.
+//!    `code ‖ detail` and closes, the code from the one registry
+//!    ([`RejectCode`]): [`RejectCode::Version`] (detail: its version)
+//!    when the versions differ, [`RejectCode::Key`] when it cannot decrypt
+//!    the first message, which means the initiator dialled a key the
+//!    responder does not hold, [`RejectCode::Busy`] when its accept queue
+//!    has no room (the first message was good; try again later). A code the
+//!    initiator does not know decodes to [`HandshakeError::Rejected`]
+//!    ("unknown rejection N"). A first frame without [`MAGIC`] is not ours
+//!    and gets no answer.
 //! 3. The initiator's first record is the *admission record*
 //!    ([`ADMISSION_FRAME`]): its plaintext is the one byte
 //!    [`wire::transport_record::ADMIT`](crate::wire::transport_record::ADMIT).
@@ -25,6 +28,9 @@
 //!    holder of this handshake's ephemeral key can make it: a replayed first
 //!    message gets a reply and nothing more. It is never delivered to the
 //!    application.
+//!
+//! `docs/wire.md` in the repository writes every byte down, with worked
+//! examples that the tests check against this code.
 //! 4. Then each record is one frame holding one Noise transport message:
 //!    ChaCha20-Poly1305 ciphertext with a 16-byte tag, at most
 //!    [`MAX_FRAME_LEN`] bytes. Nonces count up from zero in each direction,
@@ -64,19 +70,25 @@ use zeroize::Zeroize;
 
 use crate::endpoint::Protocol;
 use crate::identity::{Identity, PublicKey};
+use crate::wire::RejectCode;
 
 /// The first four bytes of every crust transport connection.
 pub const MAGIC: [u8; 4] = *b"CRST";
 /// The transport protocol version this crate speaks.
-pub const VERSION: u8 = 1;
-/// Rejection code: the responder speaks another version (detail: its version).
-pub const REJECT_VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// The status byte of a responder's answer that accepts the handshake; any
+/// other value is a rejection code ([`RejectCode`]).
+pub const ACCEPTED: u8 = 0;
+/// Rejection code: the responder speaks another version (detail: its
+/// version). An alias of [`RejectCode::Version`] in the registry.
+pub const REJECT_VERSION: u8 = RejectCode::Version.to_u8();
 /// Rejection code: the responder could not decrypt the first message, so the
-/// initiator dialled a key the responder does not hold.
-pub const REJECT_KEY: u8 = 2;
+/// initiator dialled a key the responder does not hold. An alias of
+/// [`RejectCode::Key`] in the registry.
+pub const REJECT_KEY: u8 = RejectCode::Key.to_u8();
 /// Rejection code: the responder is busy (its accept queue is full); the
-/// initiator may try again later.
-pub const REJECT_BUSY: u8 = crate::wire::RejectCode::Busy.to_u8();
+/// initiator may try again later. An alias of [`RejectCode::Busy`].
+pub const REJECT_BUSY: u8 = RejectCode::Busy.to_u8();
 /// The length of the admission record's frame, length prefix included: the
 /// one-byte plaintext and its tag.
 pub const ADMISSION_FRAME: usize = 2 + 1 + TAG_LEN;
@@ -119,10 +131,18 @@ pub enum HandshakeError {
     /// The initiator's first record is not a valid admission record: it does
     /// not decrypt (a replayed first message, say) or holds something else.
     NotAdmitted(String),
-    /// The peer rejected the handshake with a code we do not know.
+    /// The peer rejected the handshake for another reason than a version,
+    /// key or busy (a limit, ...), or with a code this version does not know
+    /// ([`RejectCode::Unknown`]).
     Rejected {
-        /// The rejection code.
-        code: u8,
+        /// The rejection code, from the registry.
+        code: RejectCode,
+    },
+    /// The initiator's payload is longer than [`MAX_HANDSHAKE_PAYLOAD`]
+    /// (a caller's mistake: nothing was sent).
+    PayloadTooLong {
+        /// The payload's length.
+        len: usize,
     },
     /// A handshake frame is malformed; the text says how.
     Malformed(String),
@@ -146,8 +166,12 @@ impl fmt::Display for HandshakeError {
             }
             HandshakeError::NotAdmitted(why) => write!(f, "connection not admitted: {why}"),
             HandshakeError::Rejected { code } => {
-                write!(f, "the peer rejected the handshake (code {code})")
+                write!(f, "the peer rejected the handshake: {code}")
             }
+            HandshakeError::PayloadTooLong { len } => write!(
+                f,
+                "a handshake payload of {len} bytes is over the limit of {MAX_HANDSHAKE_PAYLOAD}"
+            ),
             HandshakeError::Malformed(why) => write!(f, "malformed handshake: {why}"),
         }
     }
@@ -225,22 +249,38 @@ impl Initiator {
     /// bytes, encrypted) to the responder. Returns the first frame to send,
     /// length prefix included.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// Panics if `payload` is longer than [`MAX_HANDSHAKE_PAYLOAD`]: that is
-    /// a bug in the caller, never network input.
+    /// [`HandshakeError::PayloadTooLong`] if `payload` is longer than
+    /// [`MAX_HANDSHAKE_PAYLOAD`].
     pub fn start(
         local: &Identity,
         remote: &PublicKey,
         protocol: Protocol,
         payload: &[u8],
     ) -> Result<(Initiator, Vec<u8>), HandshakeError> {
-        assert!(
-            payload.len() <= MAX_HANDSHAKE_PAYLOAD,
-            "handshake payload too long"
-        );
+        Initiator::start_with(local, remote, protocol, payload, None)
+    }
+
+    /// [`start`](Initiator::start), with a fixed ephemeral key for the
+    /// worked examples of `docs/wire.md` (tests only).
+    fn start_with(
+        local: &Identity,
+        remote: &PublicKey,
+        protocol: Protocol,
+        payload: &[u8],
+        fixed_ephemeral: Option<&[u8; 32]>,
+    ) -> Result<(Initiator, Vec<u8>), HandshakeError> {
+        if payload.len() > MAX_HANDSHAKE_PAYLOAD {
+            return Err(HandshakeError::PayloadTooLong { len: payload.len() });
+        }
         let p = prologue(protocol);
-        let mut hs = Builder::new(builder_params())
+        let builder = Builder::new(builder_params());
+        let builder = match fixed_ephemeral {
+            Some(e) => builder.fixed_ephemeral_key_for_testing_only(e),
+            None => builder,
+        };
+        let mut hs = builder
             .local_private_key(local.secret_bytes())
             .and_then(|b| b.remote_public_key(remote.as_bytes()))
             .and_then(|b| b.prologue(&p))
@@ -274,16 +314,15 @@ impl Initiator {
         let (&status, rest) = body
             .split_first()
             .ok_or_else(|| HandshakeError::Malformed("empty answer frame".into()))?;
-        match status {
-            0 => {}
-            REJECT_VERSION => {
-                return Err(HandshakeError::VersionMismatch {
+        if status != ACCEPTED {
+            return Err(match RejectCode::from_u8(status) {
+                RejectCode::Version => HandshakeError::VersionMismatch {
                     theirs: rest.first().copied().unwrap_or(0),
-                });
-            }
-            REJECT_KEY => return Err(HandshakeError::KeyMismatch),
-            REJECT_BUSY => return Err(HandshakeError::Busy),
-            code => return Err(HandshakeError::Rejected { code }),
+                },
+                RejectCode::Key => HandshakeError::KeyMismatch,
+                RejectCode::Busy => HandshakeError::Busy,
+                code => HandshakeError::Rejected { code },
+            });
         }
         if rest.len() < IK_MSG2_LEN {
             return Err(HandshakeError::Malformed(format!(
@@ -345,6 +384,17 @@ impl Responder {
         protocol: Protocol,
         body: &[u8],
     ) -> Result<Accepted, Rejection> {
+        Responder::respond_with(local, protocol, body, None)
+    }
+
+    /// [`respond`](Responder::respond), with a fixed ephemeral key for the
+    /// worked examples of `docs/wire.md` (tests only).
+    fn respond_with(
+        local: &Identity,
+        protocol: Protocol,
+        body: &[u8],
+        fixed_ephemeral: Option<&[u8; 32]>,
+    ) -> Result<Accepted, Rejection> {
         let reject = |error, reply| Rejection { error, reply };
         if body.len() < MAGIC.len() + 1 || body[..4] != MAGIC {
             return Err(reject(HandshakeError::NotCrust, None));
@@ -354,7 +404,7 @@ impl Responder {
             return Err(reject(
                 HandshakeError::VersionMismatch { theirs },
                 Some(framed(2, |b| {
-                    b[0] = REJECT_VERSION;
+                    b[0] = RejectCode::Version.to_u8();
                     b[1] = VERSION;
                     2
                 })),
@@ -371,7 +421,12 @@ impl Responder {
             ));
         }
         let p = prologue(protocol);
-        let mut hs = Builder::new(builder_params())
+        let builder = Builder::new(builder_params());
+        let builder = match fixed_ephemeral {
+            Some(e) => builder.fixed_ephemeral_key_for_testing_only(e),
+            None => builder,
+        };
+        let mut hs = builder
             .local_private_key(local.secret_bytes())
             .and_then(|b| b.prologue(&p))
             .and_then(|b| b.build_responder())
@@ -388,7 +443,7 @@ impl Responder {
                 return Err(reject(
                     HandshakeError::KeyMismatch,
                     Some(framed(1, |b| {
-                        b[0] = REJECT_KEY;
+                        b[0] = RejectCode::Key.to_u8();
                         1
                     })),
                 ));
@@ -407,7 +462,7 @@ impl Responder {
             .ok_or_else(|| reject(HandshakeError::Malformed("no initiator key".into()), None))?;
         let mut result = Ok(());
         let reply = framed(1 + IK_MSG2_LEN, |b| {
-            b[0] = 0;
+            b[0] = ACCEPTED;
             match hs.write_message(&[], &mut b[1..]) {
                 Ok(n) => 1 + n,
                 Err(e) => {
@@ -592,24 +647,39 @@ impl Sealer {
         let mut added = 0;
         while taken < plaintext.len() && (added == 0 || added < budget) {
             let chunk = &plaintext[taken..][..(plaintext.len() - taken).min(MAX_RECORD_PLAINTEXT)];
-            let ct_len = chunk.len() + TAG_LEN;
-            let start = out.len();
-            out.resize(start + 2 + ct_len, 0);
-            out[start..start + 2].copy_from_slice(&(ct_len as u16).to_be_bytes());
-            let body = &mut out[start + 2..start + 2 + chunk.len()];
-            body.copy_from_slice(chunk);
-            // Invariant: ring refuses only inputs longer than ChaCha20's
-            // 256 GiB limit; a record is at most 64 KiB.
-            let tag = self
-                .key
-                .seal_in_place_separate_tag(noise_nonce(self.nonce), Aad::empty(), body)
-                .expect("sealing a record of valid size cannot fail");
-            out[start + 2 + chunk.len()..start + 2 + ct_len].copy_from_slice(tag.as_ref());
-            self.nonce += 1;
+            self.seal_one(chunk, out);
             taken += chunk.len();
-            added += 2 + ct_len;
+            added += 2 + chunk.len() + TAG_LEN;
         }
         taken
+    }
+
+    /// Appends one empty record: the length prefix and the 16-byte tag,
+    /// no payload. Valid Noise, and receivers skip it (it is never read as
+    /// end of stream); crust itself never sends one (its heartbeats are
+    /// crust frames), but other implementations may.
+    pub fn seal_empty(&mut self, out: &mut Vec<u8>) {
+        self.seal_one(&[], out);
+    }
+
+    /// Appends one record carrying `chunk` (at most
+    /// [`MAX_RECORD_PLAINTEXT`] bytes).
+    fn seal_one(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        debug_assert!(chunk.len() <= MAX_RECORD_PLAINTEXT);
+        let ct_len = chunk.len() + TAG_LEN;
+        let start = out.len();
+        out.resize(start + 2 + ct_len, 0);
+        out[start..start + 2].copy_from_slice(&(ct_len as u16).to_be_bytes());
+        let body = &mut out[start + 2..start + 2 + chunk.len()];
+        body.copy_from_slice(chunk);
+        // Invariant: ring refuses only inputs longer than ChaCha20's
+        // 256 GiB limit; a record is at most 64 KiB.
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(noise_nonce(self.nonce), Aad::empty(), body)
+            .expect("sealing a record of valid size cannot fail");
+        out[start + 2 + chunk.len()..start + 2 + ct_len].copy_from_slice(tag.as_ref());
+        self.nonce += 1;
     }
 }
 
@@ -778,7 +848,9 @@ impl RecvBuf {
 
     /// Completes a direct read: `body` is the whole frame body, `next` the
     /// 0 to 2 bytes read after it. Decrypts in place and returns the
-    /// plaintext length (the plaintext is the start of `body`).
+    /// plaintext length (the plaintext is the start of `body`). The length
+    /// is `0` for an empty record: the caller must then read on, not report
+    /// end of stream.
     ///
     /// # Errors
     ///
@@ -811,7 +883,9 @@ impl RecvBuf {
 
     /// Moves plaintext into `out`: first what is left of a decrypted record,
     /// then as many whole buffered frames as fit. `Ok(None)` means more
-    /// ciphertext is needed first (or `out` is empty).
+    /// ciphertext is needed first (or `out` is empty); it never returns
+    /// `Ok(Some(0))`: empty records (a tag and no payload) are consumed and
+    /// skipped.
     ///
     /// # Errors
     ///
@@ -857,13 +931,16 @@ impl RecvBuf {
                     self.start += 2 + len;
                     if direct {
                         written += n;
-                    } else {
+                    } else if n > 0 {
                         let give = n.min(out.len());
                         out[..give].copy_from_slice(&self.plain[..give]);
                         self.plain_start = give;
                         self.plain_end = n;
                         return Ok(Some(give));
                     }
+                    // An empty record (the tag alone) is valid Noise and
+                    // carries nothing: skip it, never report it as `0`
+                    // bytes, which a reader would take for end of stream.
                 }
                 Err(e) => {
                     self.failed = Some(e.clone());
@@ -905,7 +982,105 @@ mod tests {
         }
     }
 
-    /// The worked example of `docs/wire-admission.md`: the admission record
+    const WIRE_MD: &str = include_str!("../../docs/wire.md");
+
+    /// The keys of the worked examples in `docs/wire.md`.
+    fn example_keys() -> (Identity, Identity, [u8; 32], [u8; 32]) {
+        (
+            Identity::from_secret_bytes([0x11; 32]),
+            Identity::from_secret_bytes([0x22; 32]),
+            [0x33; 32],
+            [0x44; 32],
+        )
+    }
+
+    #[test]
+    fn wire_md_names_and_prologue() {
+        assert_eq!(
+            netlab::wire_doc::text(WIRE_MD, "noise-name").trim(),
+            NOISE_PARAMS
+        );
+        netlab::wire_doc::assert_hex(WIRE_MD, "prologue-tcp", &prologue(Protocol::Tcp));
+        netlab::wire_doc::assert_hex(WIRE_MD, "prologue-utp", &prologue(Protocol::Utp));
+        let (a, b, _, _) = example_keys();
+        netlab::wire_doc::assert_hex(WIRE_MD, "key-initiator", a.public_key().as_bytes());
+        netlab::wire_doc::assert_hex(WIRE_MD, "key-responder", b.public_key().as_bytes());
+    }
+
+    #[test]
+    fn wire_md_handshake_and_records() {
+        let (a, b, ea, eb) = example_keys();
+        let (init, msg1) =
+            Initiator::start_with(&a, &b.public_key(), Protocol::Tcp, b"", Some(&ea)).unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "handshake-msg1", &msg1);
+        let acc = Responder::respond_with(&b, Protocol::Tcp, &msg1[2..], Some(&eb)).unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "handshake-msg2", &acc.reply);
+        let (_, mut sealer) = init.finish(&acc.reply[2..]).unwrap().split();
+        let mut wire = Vec::new();
+        sealer.seal(b"hello", &mut wire, usize::MAX);
+        netlab::wire_doc::assert_hex(WIRE_MD, "record-hello", &wire);
+        wire.clear();
+        sealer.seal_empty(&mut wire);
+        netlab::wire_doc::assert_hex(WIRE_MD, "record-empty", &wire);
+        // The responder reads both.
+        let (mut opener, _) = acc.session.split();
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &netlab::wire_doc::hex(WIRE_MD, "record-hello"));
+        feed(&mut rx, &netlab::wire_doc::hex(WIRE_MD, "record-empty"));
+        let mut out = [0u8; 64];
+        assert_eq!(rx.read_plain(&mut opener, &mut out), Ok(Some(5)));
+        assert_eq!(&out[..5], b"hello");
+        assert_eq!(rx.read_plain(&mut opener, &mut out), Ok(None));
+    }
+
+    #[test]
+    fn wire_md_rejections() {
+        let (a, b, ea, _) = example_keys();
+        let c = Identity::from_secret_bytes([0x55; 32]);
+        let (_, mut msg1) =
+            Initiator::start_with(&a, &c.public_key(), Protocol::Tcp, b"", Some(&ea)).unwrap();
+        let rej = Responder::respond(&b, Protocol::Tcp, &msg1[2..])
+            .err()
+            .unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "reject-key", &rej.reply.unwrap());
+        msg1[2 + 4] = VERSION + 1;
+        let rej = Responder::respond(&b, Protocol::Tcp, &msg1[2..])
+            .err()
+            .unwrap();
+        netlab::wire_doc::assert_hex(WIRE_MD, "reject-version", &rej.reply.unwrap());
+        // The registry table in the document matches the code.
+        let table = netlab::wire_doc::text(WIRE_MD, "reject-codes");
+        let mut rows = 0;
+        for line in table.lines().filter(|l| !l.trim().is_empty()) {
+            let (n, name) = line.split_once(' ').unwrap();
+            let code = RejectCode::from_u8(n.trim().parse().unwrap());
+            assert_eq!(format!("{code:?}"), name.trim(), "code {n}");
+            rows += 1;
+        }
+        assert_eq!(rows, 8, "every registered code is in the table");
+        let frames = netlab::wire_doc::text(WIRE_MD, "crust-frame-types");
+        let listed: Vec<u8> = frames
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|h| u8::from_str_radix(h.trim_start_matches("0x"), 16).unwrap())
+            .collect();
+        use crate::wire::crust_frame::*;
+        assert_eq!(listed, [MESSAGE, HEARTBEAT, HELLO, REJECT, CLOSE]);
+    }
+
+    #[test]
+    fn payload_over_the_limit_is_an_error_not_a_panic() {
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let long = [0u8; MAX_HANDSHAKE_PAYLOAD + 1];
+        assert_eq!(
+            Initiator::start(&a, &b.public_key(), Protocol::Tcp, &long).err(),
+            Some(HandshakeError::PayloadTooLong {
+                len: MAX_HANDSHAKE_PAYLOAD + 1
+            })
+        );
+    }
+
+    /// The worked example of `docs/wire.md` §9: the admission record
     /// under the initiator-to-responder key 00 01 .. 1f.
     #[test]
     fn admission_record_test_vector() {
@@ -1075,6 +1250,60 @@ mod tests {
     }
 
     #[test]
+    fn empty_records_are_skipped_never_read_as_zero_bytes() {
+        let (a, b) = pair();
+        let (_, mut seal) = a.split();
+        let (mut open, _) = b.split();
+        let mut wire = Vec::new();
+        seal.seal_empty(&mut wire);
+        assert_eq!(wire.len(), 2 + TAG_LEN);
+        seal.seal(b"ab", &mut wire, usize::MAX);
+        seal.seal_empty(&mut wire);
+        seal.seal_empty(&mut wire);
+        seal.seal(b"cdef", &mut wire, usize::MAX);
+        seal.seal_empty(&mut wire);
+        // Every buffer size, the small ones (under a tag) included.
+        for size in [1, 3, 15, 16, 17, 64] {
+            let mut open = open.clone();
+            let mut rx = RecvBuf::new();
+            feed(&mut rx, &wire);
+            let mut out = vec![0u8; size];
+            let mut got = Vec::new();
+            while let Some(n) = rx.read_plain(&mut open, &mut out).unwrap() {
+                assert_ne!(n, 0, "buffer of {size}: an empty record read as 0 bytes");
+                got.extend_from_slice(&out[..n]);
+            }
+            assert_eq!(got, b"abcdef", "buffer of {size}");
+            assert!(rx.at_frame_boundary(), "buffer of {size}");
+        }
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire);
+        let mut sink = [0u8; 64];
+        while rx.read_plain(&mut open, &mut sink).unwrap().is_some() {}
+        // Only empty records buffered: more ciphertext is needed, not EOF.
+        let mut wire = Vec::new();
+        seal.seal_empty(&mut wire);
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire);
+        let mut out = [0u8; 4];
+        let mut o = open.clone();
+        assert_eq!(rx.read_plain(&mut o, &mut out), Ok(None));
+        assert!(rx.at_frame_boundary(), "the empty record was consumed");
+        // The direct path, the length prefix alone: finish_direct says 0
+        // (the driver reads on) and the stream goes on.
+        let mut rx = RecvBuf::new();
+        feed(&mut rx, &wire[..2]);
+        assert_eq!(rx.direct_frame_len(64), Some(TAG_LEN));
+        let mut body = wire[2..].to_vec();
+        assert_eq!(rx.finish_direct(&mut open, &mut body, &[]), Ok(0));
+        let mut next = Vec::new();
+        seal.seal(b"g", &mut next, usize::MAX);
+        feed(&mut rx, &next);
+        assert_eq!(rx.read_plain(&mut open, &mut out), Ok(Some(1)));
+        assert_eq!(out[0], b'g');
+    }
+
+    #[test]
     fn flipped_bit_fails_and_sticks() {
         let (a, b) = pair();
         let (_, mut seal) = a.split();
@@ -1143,6 +1372,41 @@ mod tests {
         assert_eq!(
             i.finish(&reply[2..]).err(),
             Some(HandshakeError::KeyMismatch)
+        );
+    }
+
+    #[test]
+    fn unknown_and_other_rejection_codes_decode_clearly() {
+        let (a, b) = (Identity::generate(), Identity::generate());
+        for (code, text) in [
+            (
+                200u8,
+                "the peer rejected the handshake: unknown rejection 200",
+            ),
+            (
+                4,
+                "the peer rejected the handshake: connection limit reached",
+            ),
+            (
+                255,
+                "the peer rejected the handshake: unknown rejection 255",
+            ),
+        ] {
+            let (i, _) = Initiator::start(&a, &b.public_key(), Protocol::Tcp, b"").unwrap();
+            let err = i.finish(&[code, 1, 2, 3]).err().unwrap();
+            assert_eq!(
+                err,
+                HandshakeError::Rejected {
+                    code: RejectCode::from_u8(code)
+                }
+            );
+            assert_eq!(err.to_string(), text);
+        }
+        // A bare code with no detail never panics.
+        let (i, _) = Initiator::start(&a, &b.public_key(), Protocol::Tcp, b"").unwrap();
+        assert_eq!(
+            i.finish(&[REJECT_VERSION]).err(),
+            Some(HandshakeError::VersionMismatch { theirs: 0 })
         );
     }
 

@@ -293,7 +293,11 @@ impl Inner {
                 && let BlockingCarrier::Tcp(sock) = &self.sock
                 && let Some(len) = st.rx.direct_frame_len(buf.len())
             {
-                return self.read_direct(sock, st, &mut buf[..len]);
+                match self.read_direct(sock, st, &mut buf[..len])? {
+                    // An empty record: skip it and read on.
+                    0 => continue,
+                    n => return Ok(n),
+                }
             }
             if let Some(n) = st.rx.read_plain(&mut st.opener, buf)? {
                 return Ok(n);

@@ -318,7 +318,7 @@ async fn split_halves_full_duplex() {
     let saddr = server.local_addr();
     let srv = tokio::spawn(async move {
         let (s, _) = server.accept().await.unwrap();
-        let (mut r, mut w) = s.into_split();
+        let (mut r, mut w) = s.split();
         let echo = tokio::spawn(async move {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -333,7 +333,7 @@ async fn split_halves_full_duplex() {
         echo.await.unwrap();
     });
     let c = client.connect(saddr).await.unwrap();
-    let (mut r, mut w) = c.into_split();
+    let (mut r, mut w) = c.split();
     let writer = tokio::spawn(async move {
         let buf: Vec<u8> = (0..LEN).map(byte_at).collect();
         w.write_all(&buf).await.unwrap();
@@ -355,7 +355,7 @@ fn stream_and_socket_types_are_what_the_transport_layer_needs() {
     fn writer<T: AsyncWrite + Unpin + Send + Sync + 'static>() {}
     fn shared<T: Send + Sync + 'static>() {}
     stream::<UtpStream>();
-    reader::<transport::utp::aio::UtpReadHalf>();
-    writer::<transport::utp::aio::UtpWriteHalf>();
+    reader::<transport::utp::aio::UtpReadStream>();
+    writer::<transport::utp::aio::UtpWriteStream>();
     shared::<UtpSocket>();
 }

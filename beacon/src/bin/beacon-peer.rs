@@ -132,9 +132,11 @@ fn main() -> ExitCode {
                 Ok(cmd) => {
                     let (verb, rest) = cmd.split_once(' ').unwrap_or((cmd.as_str(), ""));
                     let r = match verb {
-                        "data" => controller.set_data(rest),
+                        "data" => controller.set_data(rest).map_err(std::io::Error::from),
                         "period" => match rest.trim().parse::<u64>() {
-                            Ok(ms) => controller.set_period(Duration::from_millis(ms)),
+                            Ok(ms) => controller
+                                .set_period(Duration::from_millis(ms))
+                                .map_err(std::io::Error::from),
                             Err(e) => Err(std::io::Error::other(format!("period: {e}"))),
                         },
                         "stats" => {

@@ -286,7 +286,7 @@ fn main() -> ExitCode {
 
 fn views(
     servers: &[SocketAddr],
-    seen: &[(SocketAddr, Result<SocketAddr, String>)],
+    seen: &[(SocketAddr, nat_traversal::Result<SocketAddr>)],
 ) -> Vec<(SocketAddr, String)> {
     servers
         .iter()

@@ -101,7 +101,7 @@ fn context(w: &[&str]) -> io::Result<MappingContext> {
     if let Some(l) = option(w, "lease") {
         opts.igd_lease = Duration::from_secs(l);
     }
-    MappingContext::with_options(opts)
+    Ok(MappingContext::with_options(opts)?)
 }
 
 fn option(w: &[&str], key: &str) -> Option<u64> {

@@ -28,6 +28,37 @@ use crate::rendezvous::{
 #[cfg(test)]
 mod sim_tests;
 
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn huge_durations_do_not_panic() {
+        let (ours, _) = crate::gen_rendezvous_info(vec![]);
+        let (_, theirs) = crate::gen_rendezvous_info(vec!["192.0.2.1:1".parse().unwrap()]);
+        let cfg = PunchConfig {
+            probe_interval: Duration::MAX,
+            timeout: Duration::MAX,
+            acks: 1,
+        };
+        let now = Instant::now();
+        let mut core = PunchCore::new(ours, theirs, cfg, now);
+        assert!(core.poll_transmit(now).is_some());
+        assert!(core.poll_timeout().is_some_and(|t| t > now));
+    }
+
+    #[test]
+    fn wire_md_example() {
+        const WIRE_MD: &str = include_str!("../../../docs/wire.md");
+        let sender: [u8; SECRET_LEN] = std::array::from_fn(|i| i as u8);
+        let receiver: [u8; SECRET_LEN] = std::array::from_fn(|i| 0x10 + i as u8);
+        let probe = encode_probe(&sender, &receiver, true);
+        netlab::wire_doc::assert_hex(WIRE_MD, "punch-probe", &probe);
+        let doc = netlab::wire_doc::hex(WIRE_MD, "punch-probe");
+        assert_eq!(decode_probe(&doc), Some((sender, receiver, true)));
+    }
+}
+
 /// The four bytes that start every probe.
 pub const PROBE_MAGIC: [u8; 4] = *b"CRHP";
 /// The probe format version.
@@ -232,7 +263,7 @@ impl PunchCore {
         targets.dedup();
         targets.truncate(MAX_TARGETS);
         PunchCore {
-            deadline: now + cfg.timeout,
+            deadline: crate::deadline_after(now, cfg.timeout),
             start: now,
             next_round: now,
             cfg,
@@ -259,7 +290,7 @@ impl PunchCore {
             return None;
         }
         if self.queue.is_empty() && now >= self.next_round {
-            self.next_round = now + self.cfg.probe_interval;
+            self.next_round = crate::deadline_after(now, self.cfg.probe_interval);
             match self.peer {
                 Some(p) => self.queue.push((p, true)),
                 None => self.queue.extend(self.targets.iter().map(|t| (*t, false))),

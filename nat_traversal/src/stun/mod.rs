@@ -142,7 +142,7 @@ impl BindingTransaction {
             next_send: Some(now),
             interval: cfg.rto,
             sent: 0,
-            deadline: now + cfg.timeout,
+            deadline: crate::deadline_after(now, cfg.timeout),
             cfg,
             result: None,
         }
@@ -161,7 +161,7 @@ impl BindingTransaction {
         let due = self.next_send.filter(|t| *t <= now)?;
         self.sent += 1;
         self.next_send = if self.sent < self.cfg.max_transmits {
-            let next = due.max(now) + self.interval;
+            let next = crate::deadline_after(due.max(now), self.interval);
             self.interval = self.interval.saturating_mul(2).min(self.cfg.max_rto);
             Some(next)
         } else {
@@ -372,6 +372,21 @@ mod tests {
 
     fn t0() -> Instant {
         Instant::now()
+    }
+
+    #[test]
+    fn huge_durations_do_not_panic() {
+        let now = t0();
+        let cfg = StunConfig {
+            rto: Duration::MAX,
+            max_rto: Duration::MAX,
+            max_transmits: 3,
+            timeout: Duration::MAX,
+        };
+        let mut t = BindingTransaction::new([7; 12], None, cfg, now);
+        assert!(t.poll_transmit(now).is_some());
+        t.handle_timeout(now);
+        assert!(t.poll_timeout().is_some_and(|d| d > now));
     }
 
     #[test]

@@ -799,14 +799,14 @@ pub struct UtpStream {
     r: Arc<StreamRef>,
 }
 
-/// The reading half of a [`UtpStream`] ([`UtpStream::into_split`]).
-pub struct UtpReadHalf {
+/// The reading half of a [`UtpStream`] ([`UtpStream::split`]).
+pub struct UtpReadStream {
     r: Arc<StreamRef>,
 }
 
-/// The writing half of a [`UtpStream`] ([`UtpStream::into_split`]).
+/// The writing half of a [`UtpStream`] ([`UtpStream::split`]).
 /// Dropping it sends FIN (like `shutdown`).
-pub struct UtpWriteHalf {
+pub struct UtpWriteStream {
     r: Arc<StreamRef>,
 }
 
@@ -827,29 +827,38 @@ impl std::fmt::Debug for UtpStream {
     }
 }
 
-impl std::fmt::Debug for UtpReadHalf {
+impl std::fmt::Debug for UtpReadStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UtpReadHalf")
+        f.debug_struct("UtpReadStream")
             .field("peer", &self.r.peer)
             .finish()
     }
 }
 
-impl std::fmt::Debug for UtpWriteHalf {
+impl std::fmt::Debug for UtpWriteStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UtpWriteHalf")
+        f.debug_struct("UtpWriteStream")
             .field("peer", &self.r.peer)
             .finish()
     }
 }
+
+/// The former name of [`UtpReadStream`] (the halves are named as
+/// transport's [`ReadStream`](crate::ReadStream) and
+/// [`WriteStream`](crate::WriteStream)).
+#[deprecated(note = "renamed UtpReadStream")]
+pub type UtpReadHalf = UtpReadStream;
+/// The former name of [`UtpWriteStream`].
+#[deprecated(note = "renamed UtpWriteStream")]
+pub type UtpWriteHalf = UtpWriteStream;
 
 impl UtpStream {
     /// Splits the stream into halves that can be used from two tasks (or
     /// threads) at once, without a lock around the stream.
-    pub fn into_split(self) -> (UtpReadHalf, UtpWriteHalf) {
+    pub fn split(self) -> (UtpReadStream, UtpWriteStream) {
         (
-            UtpReadHalf { r: self.r.clone() },
-            UtpWriteHalf { r: self.r },
+            UtpReadStream { r: self.r.clone() },
+            UtpWriteStream { r: self.r },
         )
     }
 
@@ -884,14 +893,14 @@ impl UtpStream {
     }
 }
 
-impl UtpReadHalf {
+impl UtpReadStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.r.peer
     }
 }
 
-impl UtpWriteHalf {
+impl UtpWriteStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.r.peer
@@ -903,7 +912,7 @@ impl UtpWriteHalf {
     }
 }
 
-impl Drop for UtpWriteHalf {
+impl Drop for UtpWriteStream {
     fn drop(&mut self) {
         let _ = self.r.poll_shutdown();
     }
@@ -919,7 +928,7 @@ impl AsyncRead for UtpStream {
     }
 }
 
-impl AsyncRead for UtpReadHalf {
+impl AsyncRead for UtpReadStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -949,7 +958,7 @@ impl AsyncWrite for UtpStream {
     }
 }
 
-impl AsyncWrite for UtpWriteHalf {
+impl AsyncWrite for UtpWriteStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

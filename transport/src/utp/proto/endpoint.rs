@@ -882,7 +882,7 @@ impl Endpoint {
 mod tests {
     use super::*;
 
-    /// The worked example of `docs/wire-admission.md`.
+    /// The worked example of `docs/wire.md` §9.
     #[test]
     fn cookie_test_vector() {
         let mut ep = Endpoint::new(EndpointConfig::default(), Instant::now());

@@ -233,6 +233,49 @@ pub fn seq_diff(a: u16, b: u16) -> i16 {
 mod tests {
     use super::*;
 
+    const WIRE_MD: &str = include_str!("../../../../docs/wire.md");
+
+    #[test]
+    fn wire_md_examples() {
+        let mut out = [0u8; MAX_DATAGRAM];
+        let syn = Header {
+            packet_type: PacketType::Syn,
+            connection_id: 0x1234,
+            timestamp: 0x0001_e240,
+            timestamp_difference: 0,
+            wnd_size: 0x0010_0000,
+            seq_nr: 0x2a2a,
+            ack_nr: 0,
+        };
+        let n = syn.encode(None, &[], &mut out);
+        netlab::wire_doc::assert_hex(WIRE_MD, "utp-syn", &out[..n]);
+        let state = Header {
+            packet_type: PacketType::State,
+            connection_id: 0x1234,
+            timestamp: 0x0001_e2a4,
+            timestamp_difference: 0x0000_0064,
+            wnd_size: 0x000f_a000,
+            seq_nr: 0x5151,
+            ack_nr: 0x2a2b,
+        };
+        let n = state.encode(Some(&[0b0000_0101, 0, 0, 0]), &[], &mut out);
+        netlab::wire_doc::assert_hex(WIRE_MD, "utp-state-sack", &out[..n]);
+        let doc = netlab::wire_doc::hex(WIRE_MD, "utp-state-sack");
+        let p = Packet::decode(&doc).unwrap();
+        assert_eq!(p.header, state);
+        assert_eq!(p.sack, Some(&[5u8, 0, 0, 0][..]));
+        let id = netlab::wire_doc::text(WIRE_MD, "utp-rendezvous-id");
+        let (nonce, value) = id.trim().split_once(" -> ").unwrap();
+        let nonce = nonce.trim().trim_matches('"');
+        assert_eq!(
+            format!(
+                "0x{:04x}",
+                super::super::endpoint::rendezvous_id(nonce.as_bytes())
+            ),
+            value.trim()
+        );
+    }
+
     fn header(t: PacketType) -> Header {
         Header {
             packet_type: t,
