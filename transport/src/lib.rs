@@ -19,6 +19,18 @@
 //! keys, and every record after it is encrypted and authenticated. Dialling
 //! a key the listener does not hold fails with [`Error::PeerKeyMismatch`].
 //!
+//! # Admission
+//!
+//! A listener admits a connection (counts it, queues it for `accept`,
+//! reports its key) only once the dialler's first transport record, the
+//! admission record, decrypts: a replayed first message gets nowhere.
+//! Pending handshakes share a pool of slots in which a newcomer displaces
+//! the connection that made the least progress for the longest, with a
+//! short first-message deadline and per-source shares under pressure; a
+//! full accept queue answers [`Error::Busy`] at once. uTP sockets answer
+//! SYNs with cookies under pressure. See [`ListenerOptions`] and
+//! `docs/wire-admission.md`.
+//!
 //! # Threads
 //!
 //! Accepting and handshakes run as tasks on one shared tokio runtime

@@ -165,6 +165,19 @@ impl Inner {
         now: Instant,
         wake: &mut Vec<Waker>,
     ) {
+        #[cfg(target_os = "linux")]
+        {
+            // Error readiness is cleared only by a WouldBlock under it.
+            let mut unreachable = Vec::new();
+            let _ = socket.try_io(tokio::io::Interest::ERROR, || {
+                unreachable.extend(drain_error_queue(socket));
+                Err::<(), _>(io::ErrorKind::WouldBlock.into())
+            });
+            for to in unreachable {
+                log::debug!("uTP socket {local}: {to} is unreachable");
+                self.ep.handle_unreachable(now, to);
+            }
+        }
         for _ in 0..RECV_BATCH {
             match recv_batch(socket, &mut self.rbuf, self.gro) {
                 Ok((n, from, segment)) => {
@@ -176,9 +189,17 @@ impl Inner {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    // ICMP errors surface here on some systems: the
-                    // connections' own timers deal with dead peers.
+                    // An ICMP error (we asked for them with IP_RECVERR):
+                    // the error queue says for which destination. Only
+                    // connects to it fail; the socket, listening and every
+                    // other connection go on.
                     log::debug!("uTP socket {local}: recv error: {e}");
+                    #[cfg(target_os = "linux")]
+                    for to in drain_error_queue(socket) {
+                        log::debug!("uTP socket {local}: {to} is unreachable");
+                        self.ep.handle_unreachable(now, to);
+                    }
+                    #[cfg(not(target_os = "linux"))]
                     break;
                 }
             }
@@ -283,6 +304,124 @@ fn enable_gro(socket: &std::net::UdpSocket) -> bool {
     {
         let _ = socket;
         false
+    }
+}
+
+/// Asks the kernel to report ICMP errors (port unreachable) on this
+/// unconnected socket, through its error queue (Linux `IP_RECVERR`).
+fn enable_recverr(socket: &std::net::UdpSocket, v6: bool) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        let (level, name) = if v6 {
+            (libc::SOL_IPV6, libc::IPV6_RECVERR)
+        } else {
+            (libc::SOL_IP, libc::IP_RECVERR)
+        };
+        // SAFETY: a plain setsockopt on a valid fd with an int option.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (socket, v6);
+        false
+    }
+}
+
+/// Reads the socket's error queue (bounded) and returns the destinations
+/// reported refused (ICMP port unreachable).
+#[cfg(target_os = "linux")]
+fn drain_error_queue(socket: &tokio::net::UdpSocket) -> Vec<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    let mut out = Vec::new();
+    for _ in 0..64 {
+        // SAFETY: sockaddr_storage and msghdr are plain data; zero is valid.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut data = [0u8; 64];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        let mut control = [0u64; 16];
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = &mut storage as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        // SAFETY: every pointer in msg refers to a live local buffer of the
+        // stated size for the duration of the call.
+        let n = unsafe {
+            libc::recvmsg(
+                socket.as_raw_fd(),
+                &mut msg,
+                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            break;
+        }
+        let mut refused = false;
+        // SAFETY: the kernel filled msg_control with msg_controllen bytes of
+        // well-formed cmsgs; CMSG_FIRSTHDR/NXTHDR stay within them, and an
+        // IP(V6)_RECVERR cmsg starts with a sock_extended_err whose first
+        // field is the u32 errno.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                let c = &*cmsg;
+                if (c.cmsg_level == libc::SOL_IP && c.cmsg_type == libc::IP_RECVERR)
+                    || (c.cmsg_level == libc::SOL_IPV6 && c.cmsg_type == libc::IPV6_RECVERR)
+                {
+                    let errno = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const u32);
+                    refused |= errno == libc::ECONNREFUSED as u32;
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        if refused && let Some(to) = std_addr(&storage) {
+            out.push(to);
+        }
+    }
+    out
+}
+
+/// The address in a `sockaddr_storage` the kernel filled.
+#[cfg(target_os = "linux")]
+fn std_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says the kernel wrote a sockaddr_in, which
+            // fits in sockaddr_storage.
+            let a = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
 }
 
@@ -502,6 +641,9 @@ impl UtpSocket {
         let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
         let gro = enable_gro(&socket);
         let local = socket.local_addr()?;
+        if !enable_recverr(&socket, local.is_ipv6()) {
+            log::debug!("uTP socket {local}: no ICMP error reports (IP_RECVERR)");
+        }
         let socket = {
             let _guard = crust_runtime::handle().enter();
             tokio::net::UdpSocket::from_std(socket)?
@@ -1019,7 +1161,8 @@ async fn drive(shared: Arc<Shared>) {
             }
         };
         tokio::select! {
-            _ = socket.readable() => {}
+            // ERROR: an ICMP report in the error queue wakes no reader.
+            _ = socket.ready(tokio::io::Interest::READABLE | tokio::io::Interest::ERROR) => {}
             _ = shared.notify.notified() => {}
             _ = sleep => {}
             _ = socket.writable(), if blocked => {}

@@ -114,6 +114,12 @@ pub enum ConnectionError {
     },
     /// We aborted the connection (RESET sent).
     Aborted,
+    /// The peer's host said nothing listens there (ICMP port unreachable)
+    /// while we were connecting.
+    Unreachable {
+        /// The peer.
+        remote: SocketAddr,
+    },
 }
 
 impl fmt::Display for ConnectionError {
@@ -140,6 +146,10 @@ impl fmt::Display for ConnectionError {
                 "uTP rendezvous with {remote} timed out after {after:?} without the peer's SYN"
             ),
             Self::Aborted => write!(f, "uTP connection aborted locally"),
+            Self::Unreachable { remote } => write!(
+                f,
+                "uTP connect to {remote} refused (port unreachable: nothing listens there)"
+            ),
         }
     }
 }
@@ -157,6 +167,7 @@ impl From<ConnectionError> for io::Error {
             } => io::ErrorKind::ConnectionRefused,
             ConnectionError::Reset { .. } => io::ErrorKind::ConnectionReset,
             ConnectionError::Aborted => io::ErrorKind::ConnectionAborted,
+            ConnectionError::Unreachable { .. } => io::ErrorKind::ConnectionRefused,
         };
         io::Error::new(kind, e)
     }
@@ -670,6 +681,19 @@ impl Connection {
     /// goes on until the peer's FIN.
     pub fn close(&mut self) {
         self.close_requested = true;
+    }
+
+    /// The OS reported the peer's port unreachable (ICMP). A connect still
+    /// waiting for its SYN's answer fails with
+    /// [`ConnectionError::Unreachable`]; anything else (established, or
+    /// rendezvous, where the peer may not have started yet) ignores it: its
+    /// timers decide, since ICMP is unauthenticated.
+    pub fn handle_unreachable(&mut self) {
+        if self.state == State::SynSent && !self.rendezvous {
+            self.fail(ConnectionError::Unreachable {
+                remote: self.remote,
+            });
+        }
     }
 
     /// Ends the connection at once with a RESET.

@@ -787,6 +787,26 @@ impl Endpoint {
         }
     }
 
+    /// The OS reported `to` unreachable (ICMP port unreachable, read from
+    /// the socket's error queue): connects to it still waiting for their
+    /// SYN's answer fail at once (see [`Connection::handle_unreachable`]).
+    /// Every other connection, and listening, carry on.
+    pub fn handle_unreachable(&mut self, _now: Instant, to: SocketAddr) {
+        let hit: Vec<ConnectionHandle> = self
+            .conns
+            .iter()
+            .filter(|(_, e)| e.conn.remote() == to && e.conn.state() == State::SynSent)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in hit {
+            if let Some(e) = self.conns.get_mut(&h) {
+                e.conn.handle_unreachable();
+            }
+            self.touched.push(h);
+            self.mark_dirty(h);
+        }
+    }
+
     /// Fires the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(Reverse((t, h))) = self.timers.peek().copied() {
