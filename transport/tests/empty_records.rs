@@ -92,7 +92,12 @@ fn raw_client(ep: &Endpoint) -> (Raw, Sealer) {
     raw.recv_exact(&mut hdr);
     let mut body = vec![0u8; u16::from_be_bytes(hdr) as usize];
     raw.recv_exact(&mut body);
-    let (_, sealer) = init.finish(&body).unwrap().split();
+    let mut session = init.finish(&body).unwrap();
+    // The admission record first, as every dialler sends it.
+    let mut admit = Vec::new();
+    session.seal_admission(&mut admit);
+    raw.send(&admit);
+    let (_, sealer) = session.split();
     (raw, sealer)
 }
 
