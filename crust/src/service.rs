@@ -518,6 +518,7 @@ impl Shared {
             incoming: self.incoming_tx.clone(),
             hello: self.hello.clone(),
             flavor: self.flavor,
+            max_hellos: self.config.limits.max_pending_handshakes,
         };
         let task = crust_runtime::handle().spawn(accept_loop(listener.clone(), Arc::new(ctx)));
         lock(&self.listeners).push(ListenerEntry {
@@ -683,10 +684,22 @@ struct AcceptCtx {
     incoming: mpsc::Sender<Accepted>,
     hello: Arc<Mutex<Hello>>,
     flavor: Flavor,
+    max_hellos: usize,
 }
 
 async fn accept_loop(listener: Arc<transport::aio::Listener>, ctx: Arc<AcceptCtx>) {
+    // At most this many streams wait for their hello at once; beyond that we
+    // stop taking streams from the transport, whose own admission then
+    // sheds load (busy). A stream that proved its key but sends no hello
+    // so holds a place only until the handshake timeout.
+    let slots = Arc::new(tokio::sync::Semaphore::new(ctx.max_hellos));
+    // Aborted with this task (the service dropped): no hello task outlives it.
+    let mut hellos = tokio::task::JoinSet::new();
     loop {
+        while hellos.try_join_next().is_some() {}
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let t = match listener.accept().await {
             Ok(t) => t,
             Err(e) => {
@@ -695,12 +708,16 @@ async fn accept_loop(listener: Arc<transport::aio::Listener>, ctx: Arc<AcceptCtx
             }
         };
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        hellos.spawn(async move {
+            let _permit = permit;
             let peer = Endpoint::new(t.protocol(), t.peer_addr(), t.peer_public_key());
             let limit = ctx.handshake_timeout;
             match tokio::time::timeout(limit, admit(t, &ctx, peer)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => log::info!("refused {peer}: {e}"),
+                Ok(Err(e @ (Error::OtherNetwork { .. } | Error::Rejected { .. }))) => {
+                    log::info!("refused {peer}: {e}")
+                }
+                Ok(Err(e)) => log::debug!("dropped {peer}: {e}"),
                 Err(_) => log::debug!("{peer} sent no hello within {limit:?}"),
             }
         });

@@ -474,3 +474,37 @@ fn listeners_can_be_added_and_removed() {
         crust::nat_traversal::HolePunchServerAddr::Simple(SocketAddr::V4(_))
     ));
 }
+
+#[test]
+fn peers_that_never_send_a_hello_hold_a_place_only_until_the_timeout() {
+    let c = config("no-hello")
+        .beacon_enabled(false)
+        .handshake_timeout(Duration::from_millis(500))
+        .limits(Limits::default().max_pending_handshakes(4));
+    let a = Service::new_from_config(c.clone()).unwrap();
+    let b = Service::new_from_config(c).unwrap();
+    let ep = endpoint(&a, Protocol::Tcp);
+    // Twice as many as there are places: each proves a key, then is silent.
+    let silent: Vec<transport::Stream> = (0..8)
+        .map(|_| {
+            transport::Stream::direct_connect(
+                &transport::Identity::generate(),
+                ep,
+                Duration::from_secs(5),
+            )
+            .unwrap()
+        })
+        .collect();
+    // A good peer still gets in (once places free up), and the silent ones
+    // are closed.
+    let s = b.controller.connect(&ep).unwrap();
+    let t = a.acceptor.accept_timeout(Duration::from_secs(10)).unwrap();
+    s.send(b"in").unwrap();
+    assert_eq!(t.recv().unwrap(), b"in");
+    for mut raw in silent {
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 1];
+        let n = std::io::Read::read(&mut raw, &mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "a silent peer was not closed");
+    }
+}
