@@ -122,12 +122,12 @@ fn verdict(nat: NatBehaviour, igd_mapped: bool, answered: bool) -> (&'static str
 
 fn main() -> ExitCode {
     let args = <Args as clap::Parser>::parse();
-    let mc = match MappingContext::with_options(MappingOptions {
-        stun_servers: args.stun.clone(),
-        igd: args.igd,
-        local_ip: args.local_ip,
-        ..MappingOptions::default()
-    }) {
+    let mc = match MappingContext::with_options(
+        MappingOptions::default()
+            .stun_servers(args.stun.clone())
+            .igd(args.igd)
+            .local_ip(args.local_ip),
+    ) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("nat_check: {e}");
@@ -143,12 +143,12 @@ fn main() -> ExitCode {
         }
     };
     // TCP: no UPnP here (the UDP test mapping is enough to judge the gateway).
-    let mc_tcp = MappingContext::with_options(MappingOptions {
-        stun_servers: args.stun.clone(),
-        igd: false,
-        local_ip: args.local_ip,
-        ..MappingOptions::default()
-    });
+    let mc_tcp = MappingContext::with_options(
+        MappingOptions::default()
+            .stun_servers(args.stun.clone())
+            .igd(false)
+            .local_ip(args.local_ip),
+    );
     let tcp = mc_tcp.and_then(|m| MappedTcpSocket::new(&m));
     let locals: Vec<String> = udp
         .endpoints
