@@ -85,7 +85,7 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngCore;
+use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::core::{MAX_PERIOD, Stats};

@@ -26,7 +26,7 @@ impl Rng {
 
 #[test]
 fn bad_datagrams_are_dropped_and_counted_good_ones_delivered() {
-    let port = 21301;
+    let port = common::test_port(21301);
     let (mut b, _c) = Beacon::builder(port)
         .data("victim")
         .period(Duration::from_secs(3600)) // few own echoes; they do not count anyway
@@ -111,7 +111,7 @@ fn bad_datagrams_are_dropped_and_counted_good_ones_delivered() {
 
 #[test]
 fn a_full_queue_loses_messages_but_never_grows() {
-    let port = 21302;
+    let port = common::test_port(21302);
     let (mut b, _c) = Beacon::builder(port)
         .period(Duration::from_secs(3600))
         .interfaces(["lo"])

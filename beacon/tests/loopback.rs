@@ -38,7 +38,7 @@ fn collect(b: &mut Beacon, mut done: impl FnMut(&HashSet<Vec<u8>>) -> bool) -> V
 
 #[test]
 fn two_beacons_hear_each_other_never_themselves() {
-    let port = 21101;
+    let port = common::test_port(21101);
     let (mut a, _ca) = lo_beacon(port, "alpha");
     let (mut b, _cb) = lo_beacon(port, "bravo");
     assert_ne!(a.id(), b.id());
@@ -76,7 +76,7 @@ fn false_after(n: usize) -> impl FnMut(&HashSet<Vec<u8>>) -> bool {
 
 #[test]
 fn three_beacons_all_hear_every_other() {
-    let port = 21102;
+    let port = common::test_port(21102);
     let mut beacons: Vec<(Beacon, BeaconController)> = ["one", "two", "three"]
         .iter()
         .map(|d| lo_beacon(port, d))
@@ -102,7 +102,7 @@ fn three_beacons_all_hear_every_other() {
 
 #[test]
 fn set_data_and_set_period_take_effect() {
-    let port = 21103;
+    let port = common::test_port(21103);
     let (mut a, _ca) = lo_beacon(port, "listener");
     let (_b, cb) = lo_beacon(port, "before");
     collect(&mut a, |s| s.contains(&b"before"[..]));
@@ -124,7 +124,7 @@ fn set_data_and_set_period_take_effect() {
 
 #[test]
 fn controller_errors_after_the_beacon_is_dropped() {
-    let port = 21104;
+    let port = common::test_port(21104);
     let (b, c) = lo_beacon(port, "x");
     assert!(c.is_running());
     let c2 = c.clone();
@@ -134,7 +134,7 @@ fn controller_errors_after_the_beacon_is_dropped() {
     let e = c.set_data("y").unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::NotConnected);
     assert!(e.to_string().contains("dropped"), "{e}");
-    assert!(e.to_string().contains("21104"), "{e}");
+    assert!(e.to_string().contains(&port.to_string()), "{e}");
     assert_eq!(
         c2.set_period(Duration::from_secs(1)).unwrap_err().kind(),
         io::ErrorKind::NotConnected
@@ -147,7 +147,7 @@ fn invalid_options_are_refused_with_the_limit() {
     // builder is used here so that even a bug that let these through could
     // only send on `lo` (traffic rule).
     let lo = |port: u16| Beacon::builder(port).interfaces(["lo"]);
-    let e = lo(21105)
+    let e = lo(common::test_port(21105))
         .data(vec![0u8; beacon::MAX_DATA_LEN + 1])
         .build()
         .unwrap_err();
@@ -155,15 +155,24 @@ fn invalid_options_are_refused_with_the_limit() {
     assert!(e.to_string().contains("1025"), "{e}");
     assert!(e.to_string().contains("1024"), "{e}");
 
-    let e = lo(21105).id_bytes(65).build().unwrap_err();
+    let e = lo(common::test_port(21105))
+        .id_bytes(65)
+        .build()
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("64"), "{e}");
 
-    let e = lo(21105).period(Duration::ZERO).build().unwrap_err();
+    let e = lo(common::test_port(21105))
+        .period(Duration::ZERO)
+        .build()
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("period"), "{e}");
 
-    let e = lo(21105).period(Duration::MAX).build().unwrap_err();
+    let e = lo(common::test_port(21105))
+        .period(Duration::MAX)
+        .build()
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(e.to_string().contains("at most"), "{e}");
 
@@ -171,10 +180,13 @@ fn invalid_options_are_refused_with_the_limit() {
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 
     let none: [&str; 0] = [];
-    let e = Beacon::builder(21105).interfaces(none).build().unwrap_err();
+    let e = Beacon::builder(common::test_port(21105))
+        .interfaces(none)
+        .build()
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 
-    let e = Beacon::builder(21105)
+    let e = Beacon::builder(common::test_port(21105))
         .interfaces(["lo"])
         .ipv4(false)
         .ipv6(false)
@@ -183,7 +195,7 @@ fn invalid_options_are_refused_with_the_limit() {
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
 
     // The controller refuses oversized data and keeps the old.
-    let (_b, c) = lo_beacon(21105, "ok");
+    let (_b, c) = lo_beacon(common::test_port(21105), "ok");
     let e = c.set_data(vec![0u8; 5000]).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
     assert!(
@@ -203,7 +215,7 @@ fn invalid_options_are_refused_with_the_limit() {
 #[test]
 fn timeout_variant_times_out_when_alone() {
     // Alone on its port: nothing but its own echoes, which are filtered.
-    let (mut b, _c) = lo_beacon(21106, "alone");
+    let (mut b, _c) = lo_beacon(common::test_port(21106), "alone");
     let mut buf = Vec::new();
     let e = b
         .next_message_timeout(&mut buf, Duration::from_millis(300))
@@ -216,7 +228,7 @@ fn timeout_variant_times_out_when_alone() {
 
 #[test]
 fn iterator_yields_messages() {
-    let port = 21107;
+    let port = common::test_port(21107);
     let (mut a, _ca) = lo_beacon(port, "a");
     let (_b, _cb) = lo_beacon(port, "b");
     let msgs: Vec<Message> = a.messages().take(3).map(|m| m.unwrap()).collect();
@@ -226,7 +238,7 @@ fn iterator_yields_messages() {
 #[test]
 fn zero_id_bytes_hears_itself() {
     // With no id there is no echo filter: the user filters (RFC behaviour).
-    let port = 21108;
+    let port = common::test_port(21108);
     let (mut a, _c) = Beacon::builder(port)
         .id_bytes(0)
         .data("me")
@@ -241,7 +253,7 @@ fn zero_id_bytes_hears_itself() {
 
 #[test]
 fn blocking_call_in_current_thread_runtime_is_a_clear_error() {
-    let (mut b, _c) = lo_beacon(21109, "x");
+    let (mut b, _c) = lo_beacon(common::test_port(21109), "x");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -258,7 +270,7 @@ fn blocking_call_in_current_thread_runtime_is_a_clear_error() {
 
 #[test]
 fn aio_beacons_in_a_tokio_runtime() {
-    let port = 21110;
+    let port = common::test_port(21110);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -293,7 +305,7 @@ fn aio_beacons_in_a_tokio_runtime() {
 
 #[test]
 fn drop_on_a_runtime_thread_does_not_block() {
-    let port = 21111;
+    let port = common::test_port(21111);
     let (b, c) = lo_beacon(port, "x");
     // Dropped inside a task of the shared runtime: signals and returns.
     crust_runtime::block_on(async move {
@@ -309,7 +321,7 @@ fn drop_on_a_runtime_thread_does_not_block() {
 
 #[test]
 fn many_beacons_share_one_port() {
-    let port = 21112;
+    let port = common::test_port(21112);
     let n = 6;
     let mut bs: Vec<_> = (0..n).map(|i| lo_beacon(port, &format!("m{i}"))).collect();
     let mut from_counts: HashMap<usize, usize> = HashMap::new();
@@ -334,8 +346,8 @@ fn handles_can_move_between_threads() {
     send::<BeaconController>();
     sync::<BeaconController>();
     // And do: a controller used from another thread.
-    let (mut a, _ca) = lo_beacon(21113, "a");
-    let (_b, cb) = lo_beacon(21113, "b");
+    let (mut a, _ca) = lo_beacon(common::test_port(21113), "a");
+    let (_b, cb) = lo_beacon(common::test_port(21113), "b");
     std::thread::spawn(move || cb.set_data("from another thread").unwrap())
         .join()
         .unwrap();

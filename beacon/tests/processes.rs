@@ -12,7 +12,9 @@ use common::{HANG_GUARD, Peer};
 
 #[test]
 fn beacons_in_three_processes_hear_each_other_never_themselves() {
-    let port = "21201";
+    let port_n = common::test_port(21201);
+    let port_s = port_n.to_string();
+    let port = port_s.as_str();
     let args = |data: &'static str| {
         vec![
             "--port",
@@ -27,7 +29,7 @@ fn beacons_in_three_processes_hear_each_other_never_themselves() {
     };
     let mut p1 = Peer::start("p1", &[], &args("proc-one"));
     let mut p2 = Peer::start("p2", &[], &args("proc-two"));
-    let (mut me, _ctl) = Beacon::builder(21201)
+    let (mut me, _ctl) = Beacon::builder(port_n)
         .data("in-process")
         .period(Duration::from_millis(200))
         .interfaces(["lo"])

@@ -16,13 +16,15 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use benches::{Meter, WARMUP, WINDOW, figure, ratio};
+use benches::{Meter, PAIR_WARMUP, PAIR_WINDOW, figure, interleaved_ratio, ratio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use transport::{Endpoint, Identity, Listener, Stream, aio};
 
 const MSG: usize = 64;
 const BULK_CHUNK: usize = 256 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Interleaved pairs per ratio.
+const PAIRS: usize = benches::MIN_PAIRS;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Server {
@@ -32,7 +34,11 @@ enum Server {
 
 /// Runs `n` client loops of 64-byte round trips over `connect()`ed streams
 /// and returns round trips per second.
-fn rtt_clients<S: Read + Write + Send + 'static>(n: usize, connect: impl Fn() -> S) -> f64 {
+fn rtt_clients<S: Read + Write + Send + 'static>(
+    n: usize,
+    window: Duration,
+    connect: impl Fn() -> S,
+) -> f64 {
     let meter = Meter::new();
     let barrier = Arc::new(Barrier::new(n + 1));
     let mut clients = Vec::new();
@@ -56,7 +62,7 @@ fn rtt_clients<S: Read + Write + Send + 'static>(n: usize, connect: impl Fn() ->
         }));
     }
     barrier.wait();
-    let rate = meter.measure(WARMUP, WINDOW);
+    let rate = meter.measure(PAIR_WARMUP, window);
     for c in clients {
         c.join().unwrap();
     }
@@ -77,7 +83,7 @@ fn echo_loop(mut s: impl Read + Write) {
     }
 }
 
-fn rtt_std(n: usize) -> f64 {
+fn rtt_std(n: usize, window: Duration) -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let server = thread::spawn(move || {
@@ -91,7 +97,7 @@ fn rtt_std(n: usize) -> f64 {
             w.join().unwrap();
         }
     });
-    let rate = rtt_clients(n, || {
+    let rate = rtt_clients(n, window, || {
         let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
         s
@@ -158,10 +164,10 @@ fn crust_echo_server(n: usize, kind: Server) -> (Endpoint, thread::JoinHandle<()
     }
 }
 
-fn rtt_crust(n: usize, kind: Server) -> f64 {
+fn rtt_crust(n: usize, kind: Server, window: Duration) -> f64 {
     let (ep, server) = crust_echo_server(n, kind);
     let client_id = Identity::generate();
-    let rate = rtt_clients(n, || {
+    let rate = rtt_clients(n, window, || {
         Stream::direct_connect(&client_id, ep, CONNECT_TIMEOUT).unwrap()
     });
     server.join().unwrap();
@@ -171,7 +177,7 @@ fn rtt_crust(n: usize, kind: Server) -> f64 {
 /// One writer thread pushing 256 KiB writes, one reader counting bytes.
 /// Prints the CPU time each thread spent per GiB moved (user + system),
 /// which shows where a bulk transfer's cost goes on a loaded machine.
-fn bulk<R, W>(name: &str, reader: R, writer: W) -> f64
+fn bulk<R, W>(name: &str, window: Duration, reader: R, writer: W) -> f64
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
@@ -208,7 +214,7 @@ where
         cpu_per_gib(cpu0, total)
         // Dropping the writer ends the stream.
     });
-    let rate = meter.measure(WARMUP, WINDOW);
+    let rate = meter.measure(PAIR_WARMUP, window);
     let w_cpu = w.join().unwrap();
     let r_cpu = r.join().unwrap();
     figure(&format!("{name}_writer_cpu"), w_cpu, "cpu_s/GiB");
@@ -246,25 +252,25 @@ fn cpu_per_gib(cpu0: f64, bytes: u64) -> f64 {
     }
 }
 
-fn bulk_std() -> f64 {
+fn bulk_std(window: Duration) -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     c.set_nodelay(true).unwrap();
     let (s, _) = l.accept().unwrap();
     s.set_nodelay(true).unwrap();
-    bulk("bulk_std_tcp", s, c)
+    bulk("bulk_std_tcp", window, s, c)
 }
 
-fn bulk_crust() -> f64 {
+fn bulk_crust(window: Duration) -> f64 {
     let id = Identity::generate();
     let l = Listener::bind(&id, "tcp://127.0.0.1:0").unwrap();
     let ep = l.endpoints()[0];
     let c = Stream::direct_connect(&Identity::generate(), ep, CONNECT_TIMEOUT).unwrap();
     let s = l.accept().unwrap();
-    bulk("bulk_crust", s, c)
+    bulk("bulk_crust", window, s, c)
 }
 
-fn bulk_crust_aio() -> f64 {
+fn bulk_crust_aio(window: Duration) -> f64 {
     let id = Identity::generate();
     let l = crust_runtime::block_on(aio::Listener::bind(&id, "tcp://127.0.0.1:0"))
         .unwrap()
@@ -295,7 +301,7 @@ fn bulk_crust_aio() -> f64 {
         }
         let _ = c.shutdown().await;
     });
-    let rate = meter.measure(WARMUP, WINDOW);
+    let rate = meter.measure(PAIR_WARMUP, window);
     crust_runtime::block_on(async {
         writer.await.unwrap();
         reader.await.unwrap();
@@ -368,29 +374,21 @@ fn main() {
     );
 
     for n in [1usize, 16, 256].into_iter().filter(|_| run("rtt")) {
-        let std_rate = rtt_std(n);
-        let ours = rtt_crust(n, Server::Blocking);
-        let ours_aio = rtt_crust(n, Server::Aio);
-        figure(&format!("rtt_std_{n}conn"), std_rate, "round_trips/s");
-        figure(&format!("rtt_crust_{n}conn"), ours, "round_trips/s");
-        figure(
-            &format!("rtt_crust_aio_server_{n}conn"),
-            ours_aio,
-            "round_trips/s",
-        );
-        ratio(
-            &format!("rtt_{n}conn_ratio"),
-            ours,
-            std_rate,
-            "crust blocking / std::net",
+        interleaved_ratio(
+            &format!("rtt_{n}conn"),
+            PAIRS,
+            PAIR_WINDOW,
             0.8,
+            |w| rtt_std(n, w),
+            |w| rtt_crust(n, Server::Blocking, w),
         );
-        ratio(
-            &format!("rtt_{n}conn_aio_server_ratio"),
-            ours_aio,
-            std_rate,
-            "crust aio server / std::net",
+        interleaved_ratio(
+            &format!("rtt_{n}conn_aio_server"),
+            PAIRS,
+            PAIR_WINDOW,
             0.8,
+            |w| rtt_std(n, w),
+            |w| rtt_crust(n, Server::Aio, w),
         );
     }
 
@@ -402,37 +400,34 @@ fn main() {
 
 fn bulk_section() {
     let mib = 1024.0 * 1024.0;
-    let raw = bulk_std();
-    let ours = bulk_crust();
-    let ours_aio = bulk_crust_aio();
     let ring_rate = seal_ring();
     let rc_rate = seal_rustcrypto();
-    figure("bulk_std_tcp", raw / mib, "MiB/s");
     figure("seal_ring_chacha20poly1305", ring_rate / mib, "MiB/s");
     figure("seal_rustcrypto_chacha20poly1305", rc_rate / mib, "MiB/s");
-    figure("bulk_crust", ours / mib, "MiB/s");
-    figure("bulk_crust_aio", ours_aio / mib, "MiB/s");
-    let best_seal = ring_rate.max(rc_rate);
-    let baseline = raw.min(best_seal);
-    ratio(
-        "bulk_ratio",
-        ours,
-        baseline,
-        "crust / min(std TCP, fastest single-core seal)",
-        0.7,
-    );
-    ratio(
-        "bulk_aio_ratio",
-        ours_aio,
-        baseline,
-        "crust aio / min(std TCP, fastest single-core seal)",
-        0.7,
-    );
     ratio(
         "seal_ring_vs_rustcrypto_ratio",
         ring_rate,
         rc_rate,
         "ring / RustCrypto seal rate, for scale",
         0.0,
+    );
+    // The baseline of a bulk pair: std TCP, capped by the fastest
+    // single-core seal (crust cannot beat the cipher on one core).
+    let best_seal = ring_rate.max(rc_rate);
+    interleaved_ratio(
+        "bulk",
+        PAIRS,
+        PAIR_WINDOW,
+        0.7,
+        |w| bulk_std(w).min(best_seal),
+        bulk_crust,
+    );
+    interleaved_ratio(
+        "bulk_aio",
+        PAIRS,
+        PAIR_WINDOW,
+        0.7,
+        |w| bulk_std(w).min(best_seal),
+        bulk_crust_aio,
     );
 }

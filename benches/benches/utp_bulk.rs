@@ -10,6 +10,17 @@
 //! Encrypted uTP is the transport crate's `aio::Stream` over `utp://`
 //! endpoints: the same Noise `IK` handshake and ChaCha20-Poly1305 records as
 //! over TCP, carried by our uTP.
+//!
+//! Two shapes are printed:
+//! - **steady state** (the fair figure, the one the uTP targets stand
+//!   against): `librqbit-utp` in its best documented configuration
+//!   (`disable_nagle: true`), each of its two sides on its own runtime, and
+//!   ours on the shared runtime; a warm-up past slow start, then a window
+//!   of steady transfer; interleaved pairs, median and min–max
+//!   ([`benches::interleaved_ratio`]);
+//! - **whole transfer** (the old figure, kept beside it): a 64 MiB transfer
+//!   timed from the first byte (slow start included), librqbit-utp with its
+//!   defaults (Nagle on) on a runtime shared with ours, best of 3 rounds.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -265,7 +276,180 @@ where
     b
 }
 
+/// Warm-up of a steady-state window: past slow start.
+const STEADY_WARMUP: Duration = Duration::from_millis(500);
+/// One side's steady-state window.
+const STEADY_WINDOW: Duration = Duration::from_secs(1);
+
+/// A runtime of its own for one side of a third-party peer.
+fn own_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Counts what `reader` receives while `writer` sends as fast as it can:
+/// bytes per second over `window` after [`STEADY_WARMUP`]. Each future runs
+/// on the runtime given with it; both end when the window does.
+fn steady<R, W>(
+    window: Duration,
+    rx_rt: &tokio::runtime::Handle,
+    reader: impl FnOnce() -> R,
+    tx_rt: &tokio::runtime::Handle,
+    writer: impl FnOnce() -> W,
+) -> f64
+where
+    R: Future<Output = Box<dyn AsyncRead + Unpin + Send>> + Send + 'static,
+    W: Future<Output = Box<dyn AsyncWrite + Unpin + Send>> + Send + 'static,
+{
+    let meter = benches::Meter::new();
+    let m = meter.clone();
+    let accept = reader();
+    let rx = rx_rt.spawn(async move {
+        let mut s = accept.await;
+        let mut buf = vec![0u8; 256 * 1024];
+        while !m.stopped() {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => m.add(n as u64),
+            }
+        }
+    });
+    let m = meter.clone();
+    let connect = writer();
+    let tx = tx_rt.spawn(async move {
+        let mut c = connect.await;
+        let buf = vec![0xa5u8; 64 * 1024];
+        while !m.stopped() {
+            if c.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+        let _ = c.shutdown().await;
+    });
+    let rate = meter.measure(STEADY_WARMUP, window);
+    tx.abort();
+    rx.abort();
+    rate
+}
+
+/// librqbit-utp, best documented configuration: Nagle off, each side on its
+/// own runtime.
+fn librqbit_steady(window: Duration) -> f64 {
+    let (rx_rt, tx_rt) = (own_runtime(), own_runtime());
+    let opts = || librqbit_utp::SocketOpts {
+        disable_nagle: true,
+        ..Default::default()
+    };
+    let server = rx_rt
+        .block_on(librqbit_utp::UtpSocket::new_udp_with_opts(
+            lo(),
+            opts(),
+            Default::default(),
+        ))
+        .unwrap();
+    let client = tx_rt
+        .block_on(librqbit_utp::UtpSocket::new_udp_with_opts(
+            lo(),
+            opts(),
+            Default::default(),
+        ))
+        .unwrap();
+    let addr = server.bind_addr();
+    let rate = steady(
+        window,
+        rx_rt.handle(),
+        move || async move {
+            Box::new(server.accept().await.unwrap()) as Box<dyn AsyncRead + Unpin + Send>
+        },
+        tx_rt.handle(),
+        move || async move {
+            Box::new(client.connect(addr).await.unwrap()) as Box<dyn AsyncWrite + Unpin + Send>
+        },
+    );
+    rx_rt.shutdown_background();
+    tx_rt.shutdown_background();
+    rate
+}
+
+/// Our uTP, plaintext, on the shared runtime.
+fn ours_steady(window: Duration) -> f64 {
+    use transport::utp::aio::UtpSocket;
+    let rt = crust_runtime::handle();
+    let server = UtpSocket::bind(lo()).unwrap();
+    let client = UtpSocket::bind(lo()).unwrap();
+    let addr = server.local_addr();
+    steady(
+        window,
+        rt,
+        move || async move {
+            let (s, _) = server.accept().await.unwrap();
+            Box::new(s) as Box<dyn AsyncRead + Unpin + Send>
+        },
+        rt,
+        move || async move {
+            // The stream keeps its socket's driver alive.
+            let c = client.connect(addr).await.unwrap();
+            Box::new(c) as Box<dyn AsyncWrite + Unpin + Send>
+        },
+    )
+}
+
+/// Our encrypted uTP (transport `aio::Stream` over `utp://`), on the shared
+/// runtime.
+fn encrypted_steady(window: Duration) -> f64 {
+    use transport::{Identity, aio};
+    let rt = crust_runtime::handle();
+    let l = crust_runtime::block_on(aio::Listener::bind(
+        &Identity::generate(),
+        "utp://127.0.0.1:0",
+    ))
+    .unwrap()
+    .unwrap();
+    let ep = l.endpoints()[0];
+    steady(
+        window,
+        rt,
+        move || async move {
+            let s = l.accept().await.unwrap();
+            Box::new(s) as Box<dyn AsyncRead + Unpin + Send>
+        },
+        rt,
+        move || async move {
+            let c = aio::Stream::direct_connect(&Identity::generate(), ep, Duration::from_secs(10))
+                .await
+                .unwrap();
+            Box::new(c) as Box<dyn AsyncWrite + Unpin + Send>
+        },
+    )
+}
+
+fn steady_section() {
+    println!("# steady state: librqbit-utp with disable_nagle on its own runtimes");
+    let pairs = env("UTP_BULK_PAIRS", benches::MIN_PAIRS);
+    benches::interleaved_ratio(
+        "utp_bulk_raw_steady/librqbit_utp_steady",
+        pairs,
+        STEADY_WINDOW,
+        1.0,
+        librqbit_steady,
+        ours_steady,
+    );
+    benches::interleaved_ratio(
+        "utp_bulk_encrypted_steady/librqbit_utp_steady",
+        pairs,
+        STEADY_WINDOW,
+        1.0,
+        librqbit_steady,
+        encrypted_steady,
+    );
+}
+
 fn main() {
+    steady_section();
+    println!("# whole transfer (old shape): librqbit-utp defaults, shared runtime, best of rounds");
     let mib = env("UTP_BULK_MIB", 64);
     let rounds = env("UTP_BULK_ROUNDS", 3);
     let len = mib << 20;

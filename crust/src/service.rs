@@ -350,12 +350,12 @@ impl Shared {
     pub(crate) async fn start(config: Config, flavor: Flavor) -> Result<Started> {
         config.validate()?;
         let identity = load_identity(&config)?;
-        let mapping = nat_traversal::aio::discover(MappingOptions {
-            stun_servers: config.hole_punch_servers.clone(),
-            igd: config.igd,
-            local_ip: config.mapping_local_ip,
-            ..MappingOptions::default()
-        })
+        let mapping = nat_traversal::aio::discover(
+            MappingOptions::default()
+                .stun_servers(config.hole_punch_servers.clone())
+                .igd(config.igd)
+                .local_ip(config.mapping_local_ip),
+        )
         .await
         .map_err(|e| Error::io("starting NAT discovery", os_err(e)))?;
         let stun_ip = config

@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use nat_traversal::*;
-//! let mc = MappingContext::with_options(MappingOptions { igd: false, ..Default::default() }).unwrap();
+//! let mc = MappingContext::with_options(MappingOptions::default().igd(false)).unwrap();
 //! let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
 //! let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
 //! let a = MappedUdpSocket::map(a, &mc).unwrap();

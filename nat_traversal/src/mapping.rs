@@ -44,6 +44,7 @@ impl fmt::Debug for IgdGateway {
 /// The library ships no list of public STUN servers: it contacts only the
 /// servers given here or with [`MappingContext::add_servers`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct MappingOptions {
     /// STUN servers to ask.
     pub stun_servers: Vec<SocketAddr>,
@@ -62,6 +63,56 @@ pub struct MappingOptions {
     /// Timing of the RFC 5780 filtering tests (whose "no answer" is a
     /// result, so they wait less).
     pub filtering_test: StunConfig,
+}
+
+/// Chainable setters, one per field: start from `MappingOptions::default()`.
+///
+/// ```
+/// let opts = nat_traversal::MappingOptions::default().igd(false);
+/// assert!(!opts.igd);
+/// ```
+impl MappingOptions {
+    /// Sets [`stun_servers`](MappingOptions::stun_servers).
+    pub fn stun_servers(mut self, stun_servers: Vec<SocketAddr>) -> Self {
+        self.stun_servers = stun_servers;
+        self
+    }
+
+    /// Sets [`igd`](MappingOptions::igd).
+    pub fn igd(mut self, igd: bool) -> Self {
+        self.igd = igd;
+        self
+    }
+
+    /// Sets [`igd_timeout`](MappingOptions::igd_timeout).
+    pub fn igd_timeout(mut self, igd_timeout: Duration) -> Self {
+        self.igd_timeout = igd_timeout;
+        self
+    }
+
+    /// Sets [`igd_lease`](MappingOptions::igd_lease).
+    pub fn igd_lease(mut self, igd_lease: Duration) -> Self {
+        self.igd_lease = igd_lease;
+        self
+    }
+
+    /// Sets [`local_ip`](MappingOptions::local_ip).
+    pub fn local_ip(mut self, local_ip: Option<IpAddr>) -> Self {
+        self.local_ip = local_ip;
+        self
+    }
+
+    /// Sets [`stun`](MappingOptions::stun).
+    pub fn stun(mut self, stun: StunConfig) -> Self {
+        self.stun = stun;
+        self
+    }
+
+    /// Sets [`filtering_test`](MappingOptions::filtering_test).
+    pub fn filtering_test(mut self, filtering_test: StunConfig) -> Self {
+        self.filtering_test = filtering_test;
+        self
+    }
 }
 
 impl Default for MappingOptions {
@@ -111,11 +162,11 @@ impl MappingContext {
     ///
     /// ```
     /// use nat_traversal::{MappingContext, MappingOptions};
-    /// let mc = MappingContext::with_options(MappingOptions {
-    ///     igd: false,
-    ///     stun_servers: vec!["127.0.0.1:3478".parse().unwrap()],
-    ///     ..MappingOptions::default()
-    /// })
+    /// let mc = MappingContext::with_options(
+    ///     MappingOptions::default()
+    ///         .igd(false)
+    ///         .stun_servers(vec!["127.0.0.1:3478".parse().unwrap()]),
+    /// )
     /// .unwrap();
     /// assert_eq!(mc.stun_servers().len(), 1);
     /// ```

@@ -16,12 +16,12 @@ fn os_threads() -> usize {
 }
 
 fn no_igd(stun: Vec<std::net::SocketAddr>) -> MappingContext {
-    MappingContext::with_options(MappingOptions {
-        igd: false,
-        stun_servers: stun,
-        local_ip: Some("127.0.0.1".parse().unwrap()),
-        ..MappingOptions::default()
-    })
+    MappingContext::with_options(
+        MappingOptions::default()
+            .igd(false)
+            .stun_servers(stun)
+            .local_ip(Some("127.0.0.1".parse().unwrap())),
+    )
     .unwrap()
 }
 

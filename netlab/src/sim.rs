@@ -31,7 +31,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// Gilbert-Elliott burst loss: a two-state chain evaluated per datagram.
 #[derive(Debug, Clone, Copy, PartialEq)]

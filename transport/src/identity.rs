@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 
-use rand::RngCore;
+use rand::Rng;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};

@@ -180,18 +180,20 @@ async fn abort_is_reset_by_peer() {
     let server = UtpSocket::bind(lo()).unwrap();
     let client = UtpSocket::bind(lo()).unwrap();
     let saddr = server.local_addr();
+    let (saw_reset, client_saw_reset) = tokio::sync::oneshot::channel::<()>();
     let srv = tokio::spawn(async move {
         let (mut s, _) = server.accept().await.unwrap();
         let mut b = [0u8; 1];
         s.read_exact(&mut b).await.unwrap();
         s.abort();
         // Keep the socket alive until the client saw the RESET.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = client_saw_reset.await;
     });
     let mut c = client.connect(saddr).await.unwrap();
     c.write_all(b"x").await.unwrap();
     let mut buf = [0u8; 16];
     let err = c.read(&mut buf).await.unwrap_err();
+    let _ = saw_reset.send(());
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert!(err.to_string().contains("reset by peer"), "{err}");
     srv.await.unwrap();

@@ -230,31 +230,64 @@ fn clean_link_transfer_and_close() {
     }
 }
 
-#[test]
-fn property_1000_seeds_lossy_reordering_duplicating() {
-    let seeds: u64 = std::env::var("UTP_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
-    let mut complete = 0;
+/// The seeds to run: `UTP_SEED=n` runs seed `n` alone (to replay a
+/// failure), `UTP_SEEDS=n` runs seeds `0..n`, else `0..default`.
+fn seeds(default: u64) -> std::ops::Range<u64> {
+    let var = |name| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    match (var("UTP_SEED"), var("UTP_SEEDS")) {
+        (Some(one), _) => one..one + 1,
+        (None, Some(n)) => 0..n,
+        (None, None) => 0..default,
+    }
+}
+
+/// Whether a failure is the connect giving up after its whole SYN budget
+/// (`Config::syn_retransmissions`) was lost: the configured limit of a
+/// connect, not a failure of the transfer.
+fn is_syn_budget_spent(e: &str) -> bool {
+    e.starts_with("sender: uTP connect to") && e.contains("timed out after 5 retransmissions")
+}
+
+/// Every seed delivers exactly the bytes sent, in order (DESIGN §4: "under
+/// any seed"); with `allow_connect_budget`, a seed whose every SYN (or
+/// SYN-ACK) a loss burst ate may instead fail to connect, and is listed.
+/// A failure names its seeds and how to replay one.
+fn assert_every_seed_completes(
+    what: &str,
+    link: LinkConfig,
+    bytes: usize,
+    seeds: std::ops::Range<u64>,
+    allow_connect_budget: bool,
+) {
+    let n = seeds.end - seeds.start;
     let mut failures = Vec::new();
-    for seed in 0..seeds {
+    let mut not_connected = Vec::new();
+    for seed in seeds {
         if std::env::var("UTP_TRACE").is_ok() {
             eprintln!("seed {seed}");
         }
-        match transfer(seed, lossy(), 256 * 1024) {
-            Outcome::Complete { .. } => complete += 1,
-            Outcome::Failed(e) => {
-                assert!(e.contains("timed out"), "seed {seed}: unexpected error {e}");
-                failures.push((seed, e));
+        if let Outcome::Failed(e) = transfer(seed, link.clone(), bytes) {
+            eprintln!("{what}: seed {seed} failed: {e}");
+            if allow_connect_budget && is_syn_budget_spent(&e) {
+                not_connected.push(seed);
+            } else {
+                failures.push(seed);
             }
         }
     }
-    eprintln!("{complete} of {seeds} complete; failures: {failures:?}");
+    if !not_connected.is_empty() {
+        eprintln!("{what}: seeds {not_connected:?} spent their SYN budget before connecting");
+    }
     assert!(
-        complete * 1000 >= seeds * 995,
-        "only {complete} of {seeds} complete: {failures:?}"
+        failures.is_empty(),
+        "{what}: {} of {n} seeds failed: {failures:?} (replay one with UTP_SEED=<seed>)",
+        failures.len()
     );
+}
+
+#[test]
+fn property_1000_seeds_lossy_reordering_duplicating() {
+    assert_every_seed_completes("lossy link", lossy(), 256 * 1024, seeds(1000), false);
 }
 
 /// 200 MiB through loss and reordering: about 150,000 packets, so the
@@ -369,14 +402,9 @@ fn burst_loss_jitter_and_mtu() {
         mtu: 1452,
         ..LinkConfig::default()
     };
-    let mut complete = 0;
-    for seed in 0..50 {
-        match transfer(seed, link.clone(), 512 * 1024) {
-            Outcome::Complete { .. } => complete += 1,
-            Outcome::Failed(e) => assert!(e.contains("timed out"), "seed {seed}: {e}"),
-        }
-    }
-    assert!(complete >= 49, "{complete} of 50");
+    // Bursts of 80% loss can eat a connect's whole SYN budget (seed 5 of
+    // these 50 does); every connection that opens must deliver every byte.
+    assert_every_seed_completes("burst loss", link, 512 * 1024, seeds(50), true);
 }
 
 /// Rendezvous through two simulated NATs (endpoint-independent mapping,

@@ -12,6 +12,37 @@ use std::time::{Duration, Instant};
 /// Hang guard for waits in tests: generous, never a performance threshold.
 pub const HANG_GUARD: Duration = Duration::from_secs(30);
 
+/// A beacon port for this test run: the UDP port number is free on both
+/// `0.0.0.0` and `[::]` when chosen, and the same `key` gives the same port
+/// within one test binary (so two beacons of one test share it). Concurrent
+/// runs of the suite get different ports, where fixed numbers collided.
+pub fn test_port(key: u32) -> u16 {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static PORTS: OnceLock<Mutex<HashMap<u32, u16>>> = OnceLock::new();
+    let mut ports = PORTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = ports.get(&key) {
+        return *p;
+    }
+    for _ in 0..1000 {
+        let port = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free UDP port")
+            .port();
+        // The IPv4 socket is closed now; a dual-stack `[::]` bind succeeds
+        // only if the port is free in both families.
+        let taken = ports.values().any(|p| *p == port);
+        if !taken && std::net::UdpSocket::bind(("::", port)).is_ok() {
+            ports.insert(key, port);
+            return port;
+        }
+    }
+    panic!("no UDP port free in both IPv4 and IPv6 after 1000 tries");
+}
+
 /// Polls `f` until it returns `Some`, panicking with `what` after
 /// [`HANG_GUARD`].
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {

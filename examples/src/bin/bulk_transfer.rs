@@ -23,18 +23,31 @@ fn pattern(offset: u64) -> u8 {
     (offset % 251) as u8 ^ (offset >> 16) as u8
 }
 
+/// Sends a stream of bytes over an encrypted crust transport stream and
+/// checks on arrival that every byte is intact.
+#[derive(clap::Parser)]
+#[command(name = "bulk_transfer", version)]
+enum Command {
+    /// Accept one stream and check what arrives; prints `endpoint: ...` for
+    /// each endpoint it listens on.
+    Listen {
+        /// Where to listen, e.g. `utp://0.0.0.0:5483`.
+        listen_endpoint: String,
+    },
+    /// Connect and send BYTES bytes of the test pattern.
+    Send {
+        /// The receiver's endpoint, `utp://HOST:PORT/?pubkey=...`.
+        endpoint: String,
+        /// How many bytes to send.
+        bytes: String,
+    },
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["listen", le] => listen(le),
-        ["send", ep, bytes] => send(ep, bytes),
-        _ => {
-            eprintln!(
-                "usage: bulk_transfer listen LISTEN_ENDPOINT\n       bulk_transfer send ENDPOINT BYTES"
-            );
-            std::process::exit(2);
-        }
+    let result = match <Command as clap::Parser>::parse() {
+        Command::Listen { listen_endpoint } => listen(&listen_endpoint),
+        Command::Send { endpoint, bytes } => send(&endpoint, &bytes),
     };
     if let Err(e) = result {
         eprintln!("bulk_transfer: {e}");

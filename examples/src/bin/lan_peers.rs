@@ -23,12 +23,28 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("lan_peers: {msg}");
-    eprintln!(
-        "usage: lan_peers [--interface NAME]... [--port P] [--data TEXT] [--period-ms N] [--no-ipv6]"
-    );
-    ExitCode::from(2)
+/// Find other copies of this program on the local network: each copy
+/// beacons its data and prints every peer it hears.
+#[derive(clap::Parser)]
+#[command(name = "lan_peers", version)]
+struct Args {
+    /// Use only this interface (repeatable), e.g. `--interface lo` to stay
+    /// on this machine. Without it, every interface: the program broadcasts
+    /// on your LAN.
+    #[arg(long = "interface", value_name = "NAME")]
+    interfaces: Vec<String>,
+    /// The beacon port every copy shares.
+    #[arg(long, default_value_t = 5483, value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    /// What to announce (default: host name and process id).
+    #[arg(long)]
+    data: Option<String>,
+    /// Time between two beacons, in milliseconds.
+    #[arg(long = "period-ms", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    period_ms: u64,
+    /// IPv4 only.
+    #[arg(long = "no-ipv6")]
+    no_ipv6: bool,
 }
 
 fn default_data() -> String {
@@ -40,36 +56,12 @@ fn default_data() -> String {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let mut interfaces = Vec::new();
-    let mut port: u16 = 5483;
-    let mut data = default_data();
-    let mut period = Duration::from_secs(1);
-    let mut ipv6 = true;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next();
-        match a.as_str() {
-            "--interface" => match value() {
-                Some(v) => interfaces.push(v),
-                None => return usage("--interface needs a name"),
-            },
-            "--port" => match value().and_then(|v| v.parse().ok()) {
-                Some(p) => port = p,
-                None => return usage("--port needs a number from 1 to 65535"),
-            },
-            "--data" => match value() {
-                Some(v) => data = v,
-                None => return usage("--data needs a value"),
-            },
-            "--period-ms" => match value().and_then(|v| v.parse().ok()) {
-                Some(ms) => period = Duration::from_millis(ms),
-                None => return usage("--period-ms needs a number"),
-            },
-            "--no-ipv6" => ipv6 = false,
-            "-h" | "--help" => return usage("find other copies of this program on the LAN"),
-            other => return usage(&format!("unknown argument {other:?}")),
-        }
-    }
+    let args = <Args as clap::Parser>::parse();
+    let interfaces = args.interfaces;
+    let port = args.port;
+    let data = args.data.unwrap_or_else(default_data);
+    let period = Duration::from_millis(args.period_ms);
+    let ipv6 = !args.no_ipv6;
 
     let mut builder = beacon::Beacon::builder(port)
         .data(&data)

@@ -15,48 +15,35 @@ use std::time::Duration;
 use nat_traversal::*;
 use serde_json::json;
 
+/// A diagnosis of this host's NAT a person can read: which addresses STUN
+/// servers see, how the NAT maps and filters, whether a UPnP gateway maps
+/// ports, and whether hole punching can work.
+///
+/// Contacts only the STUN servers given with --stun (there is no built-in
+/// list) and, unless --no-igd, looks for a UPnP gateway by SSDP on the local
+/// network. Every network wait is bounded.
+#[derive(clap::Parser)]
+#[command(name = "nat_check", version)]
 struct Args {
+    /// A STUN server to ask (repeatable); two or more tell the mapping kind.
+    #[arg(long = "stun", value_name = "HOST:PORT", value_parser = stun_addr)]
     stun: Vec<SocketAddr>,
+    /// Do not look for a UPnP gateway.
+    #[arg(long = "no-igd", action = clap::ArgAction::SetFalse)]
     igd: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
     json: bool,
+    /// The local address to send from (and to look for a gateway from).
+    #[arg(long = "local-ip", value_name = "IP")]
     local_ip: Option<std::net::IpAddr>,
 }
 
-fn usage() -> ExitCode {
-    eprintln!("usage: nat_check [--stun HOST:PORT ...] [--no-igd] [--local-ip IP] [--json]");
-    ExitCode::from(2)
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        stun: Vec::new(),
-        igd: true,
-        json: false,
-        local_ip: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--stun" => {
-                let v = it.next().ok_or("--stun needs HOST:PORT")?;
-                let addr = v
-                    .to_socket_addrs()
-                    .map_err(|e| format!("--stun {v}: {e}"))?
-                    .next()
-                    .ok_or(format!("--stun {v}: no address"))?;
-                a.stun.push(addr);
-            }
-            "--no-igd" => a.igd = false,
-            "--json" => a.json = true,
-            "--local-ip" => {
-                let v = it.next().ok_or("--local-ip needs an address")?;
-                a.local_ip = Some(v.parse().map_err(|e| format!("--local-ip {v}: {e}"))?);
-            }
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    Ok(a)
+fn stun_addr(v: &str) -> Result<SocketAddr, String> {
+    v.to_socket_addrs()
+        .map_err(|e| format!("{v}: {e}"))?
+        .next()
+        .ok_or(format!("{v}: no address"))
 }
 
 /// Whether a datagram sent to our own mapped address comes back in.
@@ -134,21 +121,13 @@ fn verdict(nat: NatBehaviour, igd_mapped: bool, answered: bool) -> (&'static str
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("nat_check: {e}");
-            }
-            return usage();
-        }
-    };
-    let mc = match MappingContext::with_options(MappingOptions {
-        stun_servers: args.stun.clone(),
-        igd: args.igd,
-        local_ip: args.local_ip,
-        ..MappingOptions::default()
-    }) {
+    let args = <Args as clap::Parser>::parse();
+    let mc = match MappingContext::with_options(
+        MappingOptions::default()
+            .stun_servers(args.stun.clone())
+            .igd(args.igd)
+            .local_ip(args.local_ip),
+    ) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("nat_check: {e}");
@@ -164,12 +143,12 @@ fn main() -> ExitCode {
         }
     };
     // TCP: no UPnP here (the UDP test mapping is enough to judge the gateway).
-    let mc_tcp = MappingContext::with_options(MappingOptions {
-        stun_servers: args.stun.clone(),
-        igd: false,
-        local_ip: args.local_ip,
-        ..MappingOptions::default()
-    });
+    let mc_tcp = MappingContext::with_options(
+        MappingOptions::default()
+            .stun_servers(args.stun.clone())
+            .igd(false)
+            .local_ip(args.local_ip),
+    );
     let tcp = mc_tcp.and_then(|m| MappedTcpSocket::new(&m));
     let locals: Vec<String> = udp
         .endpoints

@@ -93,11 +93,9 @@ fn context(w: &[&str]) -> io::Result<MappingContext> {
         .transpose()
         .map_err(io::Error::other)?
         .unwrap_or_default();
-    let mut opts = MappingOptions {
-        stun_servers: stun,
-        igd: w.get(2) == Some(&"igd"),
-        ..MappingOptions::default()
-    };
+    let mut opts = MappingOptions::default()
+        .stun_servers(stun)
+        .igd(w.get(2) == Some(&"igd"));
     if let Some(l) = option(w, "lease") {
         opts.igd_lease = Duration::from_secs(l);
     }
@@ -191,10 +189,7 @@ fn run(w: &[&str], st: &mut State) -> io::Result<String> {
                 .udp
                 .take()
                 .ok_or_else(|| io::Error::other("map-udp first"))?;
-            let cfg = PunchConfig {
-                timeout: Duration::from_millis(ms),
-                ..PunchConfig::default()
-            };
+            let cfg = PunchConfig::default().timeout(Duration::from_millis(ms));
             let socket = m.socket;
             let _igd = m.igd;
             match PunchedUdpSocket::punch_hole_with(socket, p, theirs, &cfg) {
@@ -236,10 +231,7 @@ fn run(w: &[&str], st: &mut State) -> io::Result<String> {
                 .tcp
                 .take()
                 .ok_or_else(|| io::Error::other("map-tcp first"))?;
-            let cfg = PunchConfig {
-                timeout: Duration::from_millis(ms),
-                ..PunchConfig::default()
-            };
+            let cfg = PunchConfig::default().timeout(Duration::from_millis(ms));
             let start = std::time::Instant::now();
             let _igd = m.igd;
             match tcp_punch_hole_with(m.socket, p, theirs, &cfg) {

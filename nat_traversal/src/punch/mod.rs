@@ -68,6 +68,7 @@ pub const PROBE_LEN: usize = 4 + 1 + 1 + 2 * SECRET_LEN;
 
 /// Timing of a hole punch.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PunchConfig {
     /// Time between two rounds of probes.
     pub probe_interval: Duration,
@@ -75,6 +76,32 @@ pub struct PunchConfig {
     pub timeout: Duration,
     /// Acks to send before succeeding without having seen the peer's ack.
     pub acks: u32,
+}
+
+/// Chainable setters, one per field: start from `PunchConfig::default()`.
+///
+/// ```
+/// let cfg = nat_traversal::PunchConfig::default().timeout(std::time::Duration::from_secs(3));
+/// assert_eq!(cfg.timeout, std::time::Duration::from_secs(3));
+/// ```
+impl PunchConfig {
+    /// Sets [`probe_interval`](PunchConfig::probe_interval).
+    pub fn probe_interval(mut self, probe_interval: Duration) -> Self {
+        self.probe_interval = probe_interval;
+        self
+    }
+
+    /// Sets [`timeout`](PunchConfig::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`acks`](PunchConfig::acks).
+    pub fn acks(mut self, acks: u32) -> Self {
+        self.acks = acks;
+        self
+    }
 }
 
 impl Default for PunchConfig {

@@ -114,15 +114,7 @@ impl std::error::Error for DecodeError {}
 
 /// CRC-32 (IEEE 802.3), as FINGERPRINT needs.
 fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
+    crc32fast::hash(data)
 }
 
 fn class_bits(c: Class) -> u16 {

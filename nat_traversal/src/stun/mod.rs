@@ -16,6 +16,7 @@ pub use codec::{Class, DecodeError, Message, TransactionId};
 
 /// Timing of a STUN transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StunConfig {
     /// The first retransmission timeout; it doubles after every send
     /// (RFC 8489 §6.2.1) up to [`max_rto`](Self::max_rto).
@@ -27,6 +28,38 @@ pub struct StunConfig {
     /// The bound on the whole transaction: it fails with
     /// [`StunError::TimedOut`] when this has passed without an answer.
     pub timeout: Duration,
+}
+
+/// Chainable setters, one per field: start from `StunConfig::default()`.
+///
+/// ```
+/// let cfg = nat_traversal::stun::StunConfig::default().max_transmits(3);
+/// assert_eq!(cfg.max_transmits, 3);
+/// ```
+impl StunConfig {
+    /// Sets [`rto`](StunConfig::rto).
+    pub fn rto(mut self, rto: Duration) -> Self {
+        self.rto = rto;
+        self
+    }
+
+    /// Sets [`max_rto`](StunConfig::max_rto).
+    pub fn max_rto(mut self, max_rto: Duration) -> Self {
+        self.max_rto = max_rto;
+        self
+    }
+
+    /// Sets [`max_transmits`](StunConfig::max_transmits).
+    pub fn max_transmits(mut self, max_transmits: u32) -> Self {
+        self.max_transmits = max_transmits;
+        self
+    }
+
+    /// Sets [`timeout`](StunConfig::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
 }
 
 impl Default for StunConfig {

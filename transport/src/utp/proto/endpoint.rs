@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use super::connection::{Config, Connection, State};
 use super::packet::{HEADER_LEN, Header, Packet, PacketType};
