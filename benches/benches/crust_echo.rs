@@ -18,57 +18,19 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use benches::{Meter, figure};
+use benches::{Meter, interleaved_ratio};
 use crust::{Config, Endpoint, Protocol, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MSG: usize = 64;
-const PAIRS: usize = 5;
+const PAIRS: usize = benches::MIN_PAIRS;
 const WARMUP: Duration = Duration::from_millis(200);
 const WINDOW: Duration = Duration::from_millis(600);
 const BIG: usize = 1 << 20;
 
-/// Measures `baseline` and `candidate` alternately `PAIRS` times and prints
-/// each figure's median and the ratio's median with its min–max.
-fn interleaved(
-    name: &str,
-    what: &str,
-    target: Option<f64>,
-    unit: &str,
-    mut baseline: impl FnMut() -> f64,
-    mut candidate: impl FnMut() -> f64,
-) {
-    let mut ratios = Vec::new();
-    let (mut bs, mut cs) = (Vec::new(), Vec::new());
-    for _ in 0..PAIRS {
-        let b = baseline();
-        let c = candidate();
-        bs.push(b);
-        cs.push(c);
-        ratios.push(if b > 0.0 { c / b } else { 0.0 });
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    figure(&format!("{name}_baseline"), median(&mut bs), unit);
-    figure(&format!("{name}_crust"), median(&mut cs), unit);
-    let m = median(&mut ratios);
-    let verdict = match target {
-        Some(t) if m >= t => format!("; target >= {t}, meets"),
-        Some(t) => format!("; target >= {t}, below"),
-        None => String::new(),
-    };
-    println!(
-        "ratio {name}: median {m:.3} ({:.3}–{:.3}, {PAIRS} pairs; {what}{verdict})",
-        ratios[0],
-        ratios[ratios.len() - 1]
-    );
-}
-
 /// Runs `clients` loops (each a round trip per call of its closure) on
 /// their own threads and returns round trips per second.
-fn rate(clients: Vec<Box<dyn FnMut() + Send>>) -> f64 {
+fn rate(clients: Vec<Box<dyn FnMut() + Send>>, window: Duration) -> f64 {
     let meter = Meter::new();
     let barrier = Arc::new(Barrier::new(clients.len() + 1));
     let threads: Vec<_> = clients
@@ -88,14 +50,14 @@ fn rate(clients: Vec<Box<dyn FnMut() + Send>>) -> f64 {
         })
         .collect();
     barrier.wait();
-    let r = meter.measure(WARMUP, WINDOW);
+    let r = meter.measure(WARMUP, window);
     for t in threads {
         t.join().unwrap();
     }
     r
 }
 
-fn rtt_std(n: usize) -> f64 {
+fn rtt_std(n: usize, window: Duration) -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let server = thread::spawn(move || {
@@ -120,7 +82,7 @@ fn rtt_std(n: usize) -> f64 {
         })
         .collect();
     server.join().unwrap();
-    rate(clients)
+    rate(clients, window)
 }
 
 fn services() -> (Service, Service) {
@@ -141,7 +103,7 @@ fn endpoint(s: &Service, p: Protocol) -> Endpoint {
         .expect("an endpoint of that protocol")
 }
 
-fn rtt_crust(n: usize, p: Protocol) -> f64 {
+fn rtt_crust(n: usize, p: Protocol, window: Duration) -> f64 {
     let (server, client) = services();
     let ep = endpoint(&server, p);
     let mut clients: Vec<Box<dyn FnMut() + Send>> = Vec::new();
@@ -159,11 +121,11 @@ fn rtt_crust(n: usize, p: Protocol) -> f64 {
             s.recv_into(&mut back).unwrap();
         }));
     }
-    rate(clients)
+    rate(clients, window)
 }
 
 /// Raw uTP (no encryption) at one connection, from a blocking thread.
-fn rtt_raw_utp() -> f64 {
+fn rtt_raw_utp(window: Duration) -> f64 {
     use transport::utp::aio::UtpSocket;
     let rt = crust_runtime::handle();
     let (server, client) = rt.block_on(async {
@@ -179,13 +141,16 @@ fn rtt_raw_utp() -> f64 {
     });
     let mut s = rt.block_on(client.connect(addr)).unwrap();
     let mut buf = [7u8; MSG];
-    let r = rate(vec![Box::new(move || {
-        crust_runtime::block_on(async {
-            s.write_all(&buf).await.unwrap();
-            s.read_exact(&mut buf).await.unwrap();
-        })
-        .unwrap();
-    })]);
+    let r = rate(
+        vec![Box::new(move || {
+            crust_runtime::block_on(async {
+                s.write_all(&buf).await.unwrap();
+                s.read_exact(&mut buf).await.unwrap();
+            })
+            .unwrap();
+        })],
+        window,
+    );
     echo.abort();
     drop(client);
     r
@@ -193,6 +158,7 @@ fn rtt_raw_utp() -> f64 {
 
 /// One-way MB/s of `send` called with 1 MiB at a time, `recv` counting.
 fn bulk(
+    window: Duration,
     mut send: impl FnMut() -> bool + Send + 'static,
     mut recv: impl FnMut() -> usize + Send + 'static,
 ) -> f64 {
@@ -205,14 +171,14 @@ fn bulk(
     });
     let m = meter.clone();
     let writer = thread::spawn(move || while !m.stopped() && send() {});
-    let r = meter.measure(WARMUP, WINDOW) / 1e6;
+    let r = meter.measure(WARMUP, window) / 1e6;
     // The writer's end drops its stream, which ends the reader.
     writer.join().unwrap();
     drop(reader);
     r
 }
 
-fn bulk_transport() -> f64 {
+fn bulk_transport(window: Duration) -> f64 {
     let id = transport::Identity::generate();
     let l = transport::Listener::bind(&id, "tcp://127.0.0.1:0").unwrap();
     let ep = l.endpoints()[0];
@@ -226,12 +192,13 @@ fn bulk_transport() -> f64 {
     let data = vec![1u8; BIG];
     let mut buf = vec![0u8; BIG];
     bulk(
+        window,
         move || c.write_all(&data).is_ok(),
         move || s.read(&mut buf).unwrap_or(0),
     )
 }
 
-fn bulk_crust() -> f64 {
+fn bulk_crust(window: Duration) -> f64 {
     let (server, client) = services();
     let s = client
         .controller
@@ -241,6 +208,7 @@ fn bulk_crust() -> f64 {
     let data = vec![1u8; BIG];
     let mut buf = Vec::new();
     let r = bulk(
+        window,
         move || s.send(&data).is_ok(),
         move || {
             t.recv_into_timeout(&mut buf, Duration::from_secs(2))
@@ -254,28 +222,32 @@ fn bulk_crust() -> f64 {
 
 fn main() {
     for n in [1, 16, 256] {
-        interleaved(
-            &format!("rtt_{n}conn"),
-            "crust::Stream 64-byte round trips over TCP / raw std::net echo",
-            Some(0.7),
-            "round trips/s",
-            || rtt_std(n),
-            || rtt_crust(n, Protocol::Tcp),
+        // crust::Stream 64-byte round trips over TCP / raw std::net echo.
+        interleaved_ratio(
+            &format!("rtt_{n}conn crust/std"),
+            PAIRS,
+            WINDOW,
+            0.7,
+            |w| rtt_std(n, w),
+            |w| rtt_crust(n, Protocol::Tcp, w),
         );
     }
-    interleaved(
-        "rtt_utp_1conn",
-        "crust::Stream 64-byte round trips over uTP / raw uTP (transport::utp, unencrypted)",
-        None,
-        "round trips/s",
+    // Over uTP / raw (unencrypted) uTP from transport::utp: printed, no
+    // target (the issue sets none).
+    interleaved_ratio(
+        "rtt_utp_1conn crust/raw-utp (no target)",
+        PAIRS,
+        WINDOW,
+        0.0,
         rtt_raw_utp,
-        || rtt_crust(1, Protocol::Utp),
+        |w| rtt_crust(1, Protocol::Utp, w),
     );
-    interleaved(
-        "bulk_1mib_messages",
-        "crust::Stream 1 MiB messages / transport::Stream bulk, one way, TCP",
-        Some(0.8),
-        "MB/s",
+    // 1 MiB messages / transport::Stream bulk, one way, TCP (MB/s).
+    interleaved_ratio(
+        "bulk_1mib_messages crust/transport",
+        PAIRS,
+        WINDOW,
+        0.8,
         bulk_transport,
         bulk_crust,
     );
