@@ -12,12 +12,7 @@ use transport::utp::proto::{Endpoint, EndpointConfig, MAX_DATAGRAM};
 fuzz_target!(|data: &[u8]| {
     let start = Instant::now();
     let mut now = start;
-    let config = EndpointConfig {
-        backlog: 8,
-        max_connections: 32,
-        max_pending_resets: 16,
-        ..EndpointConfig::default()
-    };
+    let config = EndpointConfig::default().backlog(8).max_connections(32).max_pending_resets(16);
     let mut ep = Endpoint::new(config, now);
     ep.set_listening(true);
     let peers: [SocketAddr; 3] = [

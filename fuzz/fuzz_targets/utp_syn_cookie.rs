@@ -31,13 +31,7 @@ fn header(t: PacketType, id: u16, seq: u16, ack: u16, payload: &[u8]) -> Vec<u8>
 
 fuzz_target!(|data: &[u8]| {
     let mut now = Instant::now();
-    let config = EndpointConfig {
-        backlog: 8,
-        max_connections: 32,
-        max_pending_resets: 16,
-        syn_cookies: SynCookies::Always,
-        ..EndpointConfig::default()
-    };
+    let config = EndpointConfig::default().backlog(8).max_connections(32).max_pending_resets(16).syn_cookies(SynCookies::Always);
     let mut ep = Endpoint::new(config, now);
     ep.set_listening(true);
     let peers: [SocketAddr; 3] = [

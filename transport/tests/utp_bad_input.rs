@@ -31,13 +31,7 @@ impl Pair {
         let mut b = Endpoint::new(b_config, now);
         b.set_listening(true);
         Pair {
-            a: Endpoint::new(
-                EndpointConfig {
-                    seed: 9,
-                    ..EndpointConfig::default()
-                },
-                now,
-            ),
+            a: Endpoint::new(EndpointConfig::default().seed(9), now),
             b,
             aa: "192.0.2.1:1000".parse().unwrap(),
             ba: "192.0.2.2:2000".parse().unwrap(),
@@ -141,10 +135,7 @@ fn strays_get_reset_but_resets_get_nothing() {
 #[test]
 fn syn_flood_is_bounded_by_backlog_and_displaces_itself() {
     // Without cookies (see utp_syn_cookies.rs for the flood with them).
-    let mut p = Pair::with(EndpointConfig {
-        syn_cookies: SynCookies::Off,
-        ..EndpointConfig::default()
-    });
+    let mut p = Pair::with(EndpointConfig::default().syn_cookies(SynCookies::Off));
     for i in 0..10_000u32 {
         let from = SocketAddr::from(([198, 51, 100, (i % 250) as u8], 1024 + (i / 250) as u16));
         p.b.handle_datagram(p.now, from, &packet(PacketType::Syn, i as u16, 1, 0, b""));

@@ -15,20 +15,8 @@ use transport::utp::proto::{Endpoint, EndpointConfig, MAX_DATAGRAM, MAX_PAYLOAD}
 fn the_socket_holds_no_more_than_the_cap_and_loses_nothing() {
     let cap = 20_000;
     let mut now = Instant::now();
-    let mut a = Endpoint::new(
-        EndpointConfig {
-            seed: 1,
-            ..EndpointConfig::default()
-        },
-        now,
-    );
-    let mut b = Endpoint::new(
-        EndpointConfig {
-            max_buffered: cap,
-            ..EndpointConfig::default()
-        },
-        now,
-    );
+    let mut a = Endpoint::new(EndpointConfig::default().seed(1), now);
+    let mut b = Endpoint::new(EndpointConfig::default().max_buffered(cap), now);
     b.set_listening(true);
     let (aa, ba): (SocketAddr, SocketAddr) = (
         "192.0.2.1:1".parse().unwrap(),
@@ -85,14 +73,8 @@ fn the_socket_holds_no_more_than_the_cap_and_loses_nothing() {
 
 async fn bulk(cap: usize, len: usize) -> Duration {
     let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let server = UtpSocket::bind_with_config(
-        lo,
-        EndpointConfig {
-            max_buffered: cap,
-            ..EndpointConfig::default()
-        },
-    )
-    .unwrap();
+    let server =
+        UtpSocket::bind_with_config(lo, EndpointConfig::default().max_buffered(cap)).unwrap();
     let addr = server.local_addr();
     let srv = tokio::spawn(async move {
         let (mut s, _) = server.accept().await.unwrap();

@@ -96,10 +96,7 @@ async fn librqbit_client_to_our_listener_both_directions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn librqbit_client_to_our_listener_with_syn_cookies_forced_on() {
     use transport::utp::proto::{EndpointConfig, SynCookies};
-    let config = EndpointConfig {
-        syn_cookies: SynCookies::Always,
-        ..EndpointConfig::default()
-    };
+    let config = EndpointConfig::default().syn_cookies(SynCookies::Always);
     let ours = UtpSocket::bind_with_config(lo(), config).unwrap();
     let oaddr = ours.local_addr();
     let srv = tokio::spawn(async move {

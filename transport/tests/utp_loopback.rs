@@ -135,14 +135,11 @@ async fn many_streams_share_one_socket() {
 }
 
 fn quick_config() -> EndpointConfig {
-    EndpointConfig {
-        connection: Config {
-            syn_retransmissions: 1,
-            rendezvous_timeout: Duration::from_secs(2),
-            ..Config::default()
-        },
-        ..EndpointConfig::default()
-    }
+    EndpointConfig::default().connection(
+        Config::default()
+            .syn_retransmissions(1)
+            .rendezvous_timeout(Duration::from_secs(2)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,10 +21,7 @@ impl Sim {
         let now = net.now();
         let mk = |s| {
             Endpoint::new(
-                EndpointConfig {
-                    seed: seed.wrapping_mul(31).wrapping_add(s),
-                    ..EndpointConfig::default()
-                },
+                EndpointConfig::default().seed(seed.wrapping_mul(31).wrapping_add(s)),
                 now,
             )
         };
@@ -439,14 +436,11 @@ fn rendezvous_through_simulated_nats() {
             );
         }
         let now = net.now();
-        let cfg = EndpointConfig {
-            connection: Config {
-                syn_retransmissions: 3,
-                rendezvous_timeout: std::time::Duration::from_secs(10),
-                ..Config::default()
-            },
-            ..EndpointConfig::default()
-        };
+        let cfg = EndpointConfig::default().connection(
+            Config::default()
+                .syn_retransmissions(3)
+                .rendezvous_timeout(std::time::Duration::from_secs(10)),
+        );
         let mut eps = [Endpoint::new(cfg.clone(), now), Endpoint::new(cfg, now)];
         let addrs = [a_in, b_in];
         if punch {

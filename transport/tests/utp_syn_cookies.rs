@@ -13,10 +13,7 @@ use transport::utp::proto::{
 };
 
 fn config(cookies: SynCookies) -> EndpointConfig {
-    EndpointConfig {
-        syn_cookies: cookies,
-        ..EndpointConfig::default()
-    }
+    EndpointConfig::default().syn_cookies(cookies)
 }
 
 fn packet(t: PacketType, id: u16, seq: u16, ack: u16, payload: &[u8]) -> Vec<u8> {
@@ -227,13 +224,7 @@ fn off_means_state_for_every_syn() {
 #[test]
 fn two_endpoints_connect_and_talk_through_a_cookie() {
     let mut now = Instant::now();
-    let mut a = Endpoint::new(
-        EndpointConfig {
-            seed: 3,
-            ..config(SynCookies::Off)
-        },
-        now,
-    );
+    let mut a = Endpoint::new(config(SynCookies::Off).seed(3), now);
     let mut b = Endpoint::new(config(SynCookies::Always), now);
     b.set_listening(true);
     let (aa, ba): (SocketAddr, SocketAddr) = (

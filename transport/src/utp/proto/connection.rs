@@ -39,8 +39,18 @@ const DUP_ACK_THRESHOLD: u32 = 3;
 /// minimum over the last one to two minutes).
 const BASE_DELAY_BUCKET: Duration = Duration::from_secs(60);
 
-/// Tunables of a connection. `Default` gives BEP 29 / libutp values.
+/// Tunables of a connection. `Default` gives BEP 29 / libutp values; change
+/// them with the chainable setters of the same names.
+///
+/// ```
+/// use std::time::Duration;
+/// let c = transport::utp::proto::Config::default()
+///     .min_rto(Duration::from_millis(100))
+///     .recv_buffer(4 << 20);
+/// assert_eq!(c.recv_buffer, 4 << 20);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Config {
     /// LEDBAT target queuing delay (BEP 29: 100 ms).
     pub target_delay: Duration,
@@ -85,6 +95,36 @@ impl Default for Config {
         }
     }
 }
+
+/// Chainable setters, one per field, each documented as its field.
+macro_rules! setters {
+    ($t:ty { $($field:ident: $ty:ty),* $(,)? }) => {
+        impl $t {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+                pub fn $field(mut self, $field: $ty) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+pub(crate) use setters;
+
+setters!(Config {
+    target_delay: Duration,
+    initial_rto: Duration,
+    min_rto: Duration,
+    max_rto: Duration,
+    max_retransmissions: u32,
+    syn_retransmissions: u32,
+    rendezvous_timeout: Duration,
+    send_buffer: usize,
+    recv_buffer: usize,
+    keepalive: Duration,
+    linger: Duration,
+});
 
 /// Why a connection ended without a clean close.
 #[derive(Debug, Clone, PartialEq, Eq)]

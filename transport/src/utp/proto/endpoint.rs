@@ -72,8 +72,19 @@ const COOKIE_FAILURES_PER_SOURCE: u32 = 32;
 /// Sources whose failures are tracked; the table is cleared when full.
 const COOKIE_FAILURE_SOURCES: usize = 4096;
 
-/// Tunables of an endpoint.
+/// Tunables of an endpoint; change them with the chainable setters of the
+/// same names.
+///
+/// ```
+/// use transport::utp::proto::{Config, EndpointConfig, SynCookies};
+/// let c = EndpointConfig::default()
+///     .backlog(16)
+///     .syn_cookies(SynCookies::Always)
+///     .connection(Config::default().recv_buffer(2 << 20));
+/// assert_eq!(c.backlog, 16);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct EndpointConfig {
     /// Configuration of every connection.
     pub connection: Config,
@@ -119,6 +130,17 @@ impl Default for EndpointConfig {
         }
     }
 }
+
+super::connection::setters!(EndpointConfig {
+    connection: Config,
+    backlog: usize,
+    max_connections: usize,
+    max_pending_resets: usize,
+    seed: u64,
+    fin_wait: Duration,
+    syn_cookies: SynCookies,
+    max_buffered: usize,
+});
 
 /// Identifies a connection of an [`Endpoint`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
