@@ -107,15 +107,15 @@ fn too_many_pending_handshakes_are_shed() {
             closed[i] = closed[i] || is_closed(s);
         }
     }
-    // Exactly four were shed: the last four, since the listener takes
-    // connections in the order they were made and the first four hold the
-    // slots. The four holders are still open.
+    // Exactly four were shed: the first four, since the listener takes
+    // connections in the order they were made and each of the last four
+    // displaced the oldest silent one. The four holders are still open.
     assert_eq!(
         closed,
-        [false, false, false, false, true, true, true, true],
-        "exactly the four connections beyond the slots are shed"
+        [true, true, true, true, false, false, false, false],
+        "exactly the four oldest silent connections are shed"
     );
-    for (i, s) in socks.iter().enumerate().take(4) {
+    for (i, s) in socks.iter().enumerate().skip(4) {
         assert!(!is_closed(s), "holder {i} was closed");
     }
     // Once the holders leave, their slots free up (when the listener sees
