@@ -52,7 +52,7 @@ async fn connect_accept_send_recv_over_tcp_and_utp() {
 async fn idle_streams_live_on_heartbeats_and_a_silent_peer_is_lost() {
     let c = config("aio-live")
         .heartbeat_period(Duration::from_millis(50))
-        .inactivity_timeout(Duration::from_millis(300));
+        .inactivity_timeout(Duration::from_millis(600));
     let a = Service::new_from_config(c.clone()).await.unwrap();
     let b = Service::new_from_config(c).await.unwrap();
     let s = a
@@ -62,7 +62,7 @@ async fn idle_streams_live_on_heartbeats_and_a_silent_peer_is_lost() {
         .unwrap();
     let mut t = b.acceptor.accept().await.unwrap();
     // Five inactivity timeouts of silence from the users: heartbeats only.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     s.send(b"alive").await.unwrap();
     assert_eq!(t.recv().await.unwrap(), b"alive");
 

@@ -183,7 +183,7 @@ fn heartbeats_keep_an_idle_stream_alive() {
     let c = config("heartbeats")
         .beacon_enabled(false)
         .heartbeat_period(Duration::from_millis(50))
-        .inactivity_timeout(Duration::from_millis(300));
+        .inactivity_timeout(Duration::from_millis(600));
     let a = Service::new_from_config(c.clone()).unwrap();
     let b = Service::new_from_config(c).unwrap();
     for p in [Protocol::Tcp, Protocol::Utp] {
@@ -191,7 +191,7 @@ fn heartbeats_keep_an_idle_stream_alive() {
         let t = b.acceptor.accept().unwrap();
         // One side waits in recv for five inactivity timeouts (a user read
         // pending), the other does not read at all: both stay alive.
-        let e = s.recv_timeout(Duration::from_millis(1500)).unwrap_err();
+        let e = s.recv_timeout(Duration::from_millis(3000)).unwrap_err();
         assert!(matches!(e, Error::TimedOut { .. }), "{p}: {e}");
         t.send(b"still there").unwrap();
         assert_eq!(s.recv().unwrap(), b"still there");
