@@ -80,6 +80,16 @@ fn listen(le: &str) -> Res<()> {
         offset += n as u64;
     }
     println!("received: {offset} bytes intact");
+    // Our close goes out as a uTP FIN that the transport's driver task
+    // resends until it is acknowledged; a process that exits at once can
+    // take it along under loss, and the sender would wait for it in vain.
+    // So wait (bounded) until those tasks have finished.
+    drop(stream);
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while crust_runtime::alive_tasks() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(())
 }
 
