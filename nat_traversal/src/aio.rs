@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::punch::{PunchConfig, PunchCore, Punched};
+use crate::punch::{Classified, PunchConfig, PunchCore, Punched};
 use crate::rendezvous::{PrivRendezvousInfo, PubRendezvousInfo};
 use crate::stun::codec::{self, Message};
 use crate::stun::{AddressPair, BindingResponse, BindingTransaction, StunConfig, StunError};
@@ -381,7 +381,7 @@ pub async fn punch_hole(
             r = socket.peek_from(&mut buf) => match r {
                 Ok((n, from)) => {
                     let now = Instant::now();
-                    if crate::punch::decode_probe(&buf[..n]).is_none()
+                    if core.classify(&buf[..n]) == Classified::Other
                         && core.handle_peer_data(from, now)
                     {
                         continue; // left in the socket for the caller

@@ -4,7 +4,8 @@
 //! # Layers
 //!
 //! - sans-IO cores, no sockets and no clock: [`stun`] (codec, Binding
-//!   transaction, responder) and [`punch`] (the UDP hole-punching protocol);
+//!   transaction, responder), [`punch`] (the UDP hole-punching protocol)
+//!   and [`tcp_punch`] (the TCP punch handshake and its race);
 //! - tokio drivers, the async face: [`aio`];
 //! - the blocking API below, run on the shared `crust-runtime` (no thread per
 //!   call): [`MappingContext`], [`MappedUdpSocket`], [`MappedTcpSocket`],
@@ -39,13 +40,14 @@
 #![warn(unreachable_pub)]
 
 pub mod aio;
+mod auth;
 mod error;
 mod igd;
 mod mapping;
 pub mod punch;
 pub mod rendezvous;
 pub mod stun;
-mod tcp_punch;
+pub mod tcp_punch;
 
 use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -60,7 +62,7 @@ pub use mapping::{
 pub use punch::{PunchConfig, PunchFailure, PunchFailureKind, Punched};
 pub use rendezvous::{
     Filtering, Mapping, NatBehaviour, PrivRendezvousInfo, PubRendezvousInfo, RendezvousDecodeError,
-    gen_rendezvous_info, gen_rendezvous_info_with,
+    gen_rendezvous_info, gen_rendezvous_info_rng, gen_rendezvous_info_with,
 };
 
 /// `t + d`, or a point far beyond any real deadline when that overflows: a

@@ -190,10 +190,11 @@ fn rendezvous_decoder_rejects_junk() {
     ]);
     let b = q.encode();
     assert_eq!(PubRendezvousInfo::decode(&b).unwrap(), q);
-    let mut v2 = b.clone();
-    v2[0] = 2;
-    let e = PubRendezvousInfo::decode(&v2).unwrap_err();
-    assert!(e.to_string().contains("version 2"), "{e}");
+    let mut v3 = b.clone();
+    v3[0] = 3;
+    let e = PubRendezvousInfo::decode(&v3).unwrap_err();
+    assert!(e.to_string().contains("version 3"), "{e}");
+    // A dangling field header is truncation.
     let mut extra = b.clone();
     extra.push(0);
     assert!(PubRendezvousInfo::decode(&extra).is_err());

@@ -1,18 +1,19 @@
-//! The punch core in a small deterministic simulated network with NATs of
-//! each mapping and filtering kind (virtual clock, seeded loss).
+//! The punch core in `netlab::sim`'s deterministic network, with NATs of
+//! each mapping and filtering kind (virtual clock, seeded loss and
+//! secrets), and a third party on the public segment that copies probes.
 
-use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use netlab::sim::{LinkConfig, Nat, NatFiltering, NatMapping, Network};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 
 use super::*;
-use crate::rendezvous::{Filtering, Mapping, NatBehaviour, gen_rendezvous_info_with};
+use crate::rendezvous::{Filtering, Mapping, NatBehaviour, gen_rendezvous_info_rng};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Public,
     Easy,     // EIM, port-preserving, port-restricted filtering
     FullCone, // EIM, endpoint-independent filtering
@@ -20,105 +21,52 @@ enum Kind {
 }
 
 impl Kind {
-    fn behaviour(self) -> NatBehaviour {
-        match self {
-            Kind::Public => NatBehaviour {
-                mapping: Mapping::NoNat,
-                filtering: Filtering::EndpointIndependent,
-            },
-            Kind::Easy => NatBehaviour {
-                mapping: Mapping::EndpointIndependent,
-                filtering: Filtering::AddressAndPortDependent,
-            },
-            Kind::FullCone => NatBehaviour {
-                mapping: Mapping::EndpointIndependent,
-                filtering: Filtering::EndpointIndependent,
-            },
-            Kind::Hard => NatBehaviour {
-                mapping: Mapping::EndpointDependent,
-                filtering: Filtering::AddressAndPortDependent,
-            },
-        }
-    }
-}
-
-struct Nat {
-    kind: Kind,
-    public: IpAddr,
-    // (internal, destination or None for EIM) -> external port
-    out: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
-    // external port -> internal
-    back: HashMap<u16, SocketAddr>,
-    // (external port, remote) pairs we sent to
-    allowed: HashSet<(u16, SocketAddr)>,
-    next_port: u16,
-}
-
-impl Nat {
-    fn outbound(&mut self, from: SocketAddr, to: SocketAddr) -> SocketAddr {
-        if self.kind == Kind::Public {
-            return from;
-        }
-        let key = if self.kind == Kind::Hard {
-            (from, Some(to))
-        } else {
-            (from, None)
+    pub(crate) fn behaviour(self) -> NatBehaviour {
+        let (mapping, filtering) = match self {
+            Kind::Public => (Mapping::NoNat, Filtering::EndpointIndependent),
+            Kind::Easy => (
+                Mapping::EndpointIndependent,
+                Filtering::AddressAndPortDependent,
+            ),
+            Kind::FullCone => (Mapping::EndpointIndependent, Filtering::EndpointIndependent),
+            Kind::Hard => (
+                Mapping::EndpointDependent,
+                Filtering::AddressAndPortDependent,
+            ),
         };
-        let port = match self.out.get(&key) {
-            Some(p) => *p,
-            None => {
-                let p = if self.kind == Kind::Hard {
-                    self.next_port += 7;
-                    self.next_port
-                } else {
-                    from.port()
-                };
-                self.out.insert(key, p);
-                self.back.insert(p, from);
-                p
-            }
+        NatBehaviour { mapping, filtering }
+    }
+
+    fn nat(self, public: IpAddr) -> Option<Nat> {
+        let (m, f) = match self {
+            Kind::Public => return None,
+            Kind::Easy => (
+                NatMapping::EndpointIndependent,
+                NatFiltering::AddressAndPortDependent,
+            ),
+            Kind::FullCone => (
+                NatMapping::EndpointIndependent,
+                NatFiltering::EndpointIndependent,
+            ),
+            Kind::Hard => (
+                NatMapping::AddressAndPortDependent,
+                NatFiltering::AddressAndPortDependent,
+            ),
         };
-        self.allowed.insert((port, to));
-        SocketAddr::new(self.public, port)
-    }
-
-    fn inbound(&self, from: SocketAddr, to: SocketAddr) -> Option<SocketAddr> {
-        if self.kind == Kind::Public {
-            return Some(to);
-        }
-        let internal = *self.back.get(&to.port())?;
-        match self.kind {
-            Kind::FullCone => Some(internal),
-            _ => self
-                .allowed
-                .contains(&(to.port(), from))
-                .then_some(internal),
-        }
+        Some(Nat::new(public, m, f))
     }
 }
 
-struct Side {
-    local: SocketAddr,
-    nat: Nat,
-    core: PunchCore,
-}
-
-struct World {
-    sides: [Side; 2],
-    inflight: Vec<(Instant, usize, SocketAddr, SocketAddr, Vec<u8>)>,
-    rng: StdRng,
-    loss: f64,
-    now: Instant,
-    delivered: u32,
-}
-
-fn side_addrs(i: usize, kind: Kind) -> (SocketAddr, IpAddr) {
+/// Side `i`'s socket and its public IP: a public host has one address; a
+/// NATed one sits in its own private subnet (10.i.0.0/16) behind
+/// 198.51.100.(i+1).
+pub(crate) fn side_addrs(i: usize, kind: Kind) -> (SocketAddr, IpAddr) {
     if kind == Kind::Public {
         let a: SocketAddr = format!("203.0.113.{}:4000", 10 + i).parse().unwrap();
         (a, a.ip())
     } else {
         (
-            format!("192.0.2.{}:4000", 10 + i).parse().unwrap(),
+            format!("10.{i}.0.10:4000").parse().unwrap(),
             format!("198.51.100.{}", 1 + i).parse().unwrap(),
         )
     }
@@ -126,7 +74,7 @@ fn side_addrs(i: usize, kind: Kind) -> (SocketAddr, IpAddr) {
 
 /// The endpoints a side would list: its mapped address as a STUN server
 /// saw it (for a hard NAT, a port the peer will never see) and its local one.
-fn endpoints(i: usize, kind: Kind) -> Vec<SocketAddr> {
+pub(crate) fn endpoints(i: usize, kind: Kind) -> Vec<SocketAddr> {
     let (local, public) = side_addrs(i, kind);
     match kind {
         Kind::Public => vec![local],
@@ -135,98 +83,115 @@ fn endpoints(i: usize, kind: Kind) -> Vec<SocketAddr> {
     }
 }
 
+/// A private address of another side's site: unroutable from here.
+fn unroutable(from_side: usize, to: SocketAddr) -> bool {
+    matches!(to.ip(), IpAddr::V4(v4) if v4.octets()[0] == 10 && usize::from(v4.octets()[1]) != from_side)
+}
+
+/// A host on the public segment that copies every probe it sees towards
+/// side 0 and sends the copy from its own address, ahead of the original.
+const ATTACKER: &str = "203.0.113.66:6666";
+
+struct World {
+    /// Side 0's address as the internet reaches it (its mapping for a
+    /// port-preserving NAT).
+    reach0: SocketAddr,
+    net: Network,
+    locals: [SocketAddr; 2],
+    cores: [PunchCore; 2],
+    /// Sources each side heard authentic probes from, by sender.
+    heard_from_peer: [Vec<SocketAddr>; 2],
+    copier: bool,
+    copies_sent: u32,
+}
+
 fn world(a: Kind, b: Kind, loss: f64, seed: u64, cfg: PunchConfig) -> World {
-    let now = Instant::now();
-    let (pa, qa) = gen_rendezvous_info_with(endpoints(0, a), a.behaviour());
-    let (pb, qb) = gen_rendezvous_info_with(endpoints(1, b), b.behaviour());
-    let mk = |i: usize, kind: Kind, ours, theirs| {
-        let (local, public) = side_addrs(i, kind);
-        Side {
-            local,
-            nat: Nat {
-                kind,
-                public,
-                out: HashMap::new(),
-                back: HashMap::new(),
-                allowed: HashSet::new(),
-                next_port: 40_000 + 1000 * i as u16,
-            },
-            core: PunchCore::new(ours, theirs, cfg.clone(), now),
-        }
-    };
-    World {
-        sides: [mk(0, a, pa, qb), mk(1, b, pb, qa)],
-        inflight: Vec::new(),
-        rng: StdRng::seed_from_u64(seed),
+    let mut rng = StdRng::seed_from_u64(seed);
+    let link = LinkConfig {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(30),
         loss,
-        now,
-        delivered: 0,
+        ..LinkConfig::default()
+    };
+    let mut net = Network::new(seed, link);
+    let (pa, qa) = gen_rendezvous_info_rng(&mut rng, endpoints(0, a), a.behaviour());
+    let (pb, qb) = gen_rendezvous_info_rng(&mut rng, endpoints(1, b), b.behaviour());
+    let mut locals = [side_addrs(0, a).0, side_addrs(1, b).0];
+    for (i, kind) in [a, b].into_iter().enumerate() {
+        let (local, public) = side_addrs(i, kind);
+        if let Some(nat) = kind.nat(public) {
+            net.add_nat([local.ip()], nat);
+        }
+        locals[i] = local;
+    }
+    let now = net.now();
+    let (l0, p0) = side_addrs(0, a);
+    World {
+        reach0: SocketAddr::new(p0, l0.port()),
+        net,
+        locals,
+        cores: [
+            PunchCore::new(pa, qb, cfg.clone(), now),
+            PunchCore::new(pb, qa, cfg, now),
+        ],
+        heard_from_peer: [Vec::new(), Vec::new()],
+        copier: false,
+        copies_sent: 0,
     }
 }
 
 impl World {
     /// Runs until both cores finish; returns the outcomes.
     fn run(&mut self) -> [Result<Punched, PunchFailure>; 2] {
-        for _step in 0..100_000 {
+        let attacker: SocketAddr = ATTACKER.parse().unwrap();
+        for _step in 0..1_000_000 {
+            let now = self.net.now();
             for i in 0..2 {
-                while let Some((to, bytes)) = self.sides[i].core.poll_transmit(self.now) {
-                    let local = self.sides[i].local;
-                    let src = self.sides[i].nat.outbound(local, to);
-                    if self.rng.random_bool(self.loss) {
-                        continue;
+                while let Some((to, bytes)) = self.cores[i].poll_transmit(now) {
+                    if !unroutable(i, to) {
+                        self.net.send(self.locals[i], to, &bytes);
                     }
-                    let delay = Duration::from_millis(self.rng.random_range(10..40));
-                    self.inflight.push((self.now + delay, i, src, to, bytes));
                 }
+                self.cores[i].handle_timeout(now);
             }
-            // deliver what is due
-            let now = self.now;
-            let (due, later): (Vec<_>, Vec<_>) = self.inflight.drain(..).partition(|p| p.0 <= now);
-            self.inflight = later;
-            for (_, from_side, src, dst, bytes) in due {
-                let j = 1 - from_side;
-                let (local, public) = (self.sides[j].local, self.sides[j].nat.public);
-                if dst.ip() != public && dst != local {
-                    continue; // a private address of another site: unroutable
-                }
-                let Some(internal) = self.sides[j].nat.inbound(src, dst) else {
-                    continue; // filtered
+            while let Some(d) = self.net.deliver() {
+                let Some(j) = self.locals.iter().position(|l| *l == d.to) else {
+                    continue; // nobody there (the attacker's own address)
                 };
-                if internal != local {
-                    continue;
+                if self.copier && j == 0 && d.from != attacker {
+                    // The copier saw it on the public segment: one copy
+                    // races ahead of the original (handled first), one
+                    // arrives later through the network (a replay).
+                    let t = self.net.now();
+                    assert!(self.cores[0].handle_datagram(&d.data, attacker, t));
+                    // And the same copy again: a replay from that source.
+                    assert!(self.cores[0].handle_datagram(&d.data, attacker, t));
+                    self.net.send(attacker, self.reach0, &d.data);
+                    self.copies_sent += 1;
                 }
-                self.delivered += 1;
-                assert!(self.sides[j].core.handle_datagram(&bytes, src, self.now));
+                assert!(self.cores[j].handle_datagram(&d.data, d.from, self.net.now()));
+                if d.from != attacker {
+                    self.heard_from_peer[j].push(d.from);
+                }
             }
-            for s in self.sides.iter_mut() {
-                s.core.handle_timeout(self.now);
-            }
-            if self.sides.iter().all(|s| s.core.outcome().is_some()) && self.inflight.is_empty() {
+            if self.cores.iter().all(|c| c.outcome().is_some()) {
                 break;
             }
             let next = self
-                .sides
+                .cores
                 .iter()
-                .filter_map(|s| s.core.poll_timeout())
-                .chain(self.inflight.iter().map(|p| p.0))
+                .filter_map(|c| c.poll_timeout())
+                .chain(self.net.next_delivery())
                 .min();
             match next {
-                Some(t) if t > self.now => self.now = t,
+                Some(t) if t > self.net.now() => self.net.advance_to(t),
                 Some(_) => {}
                 None => break,
             }
         }
         [
-            self.sides[0]
-                .core
-                .outcome()
-                .cloned()
-                .expect("side 0 finished"),
-            self.sides[1]
-                .core
-                .outcome()
-                .cloned()
-                .expect("side 1 finished"),
+            self.cores[0].outcome().cloned().expect("side 0 finished"),
+            self.cores[1].outcome().cloned().expect("side 1 finished"),
         ]
     }
 }
@@ -236,13 +201,10 @@ fn assert_punched(a: Kind, b: Kind, loss: f64, seed: u64) -> [Punched; 2] {
     let [ra, rb] = w.run();
     let pa = ra.unwrap_or_else(|e| panic!("{a:?}x{b:?} seed {seed}: side a: {e}"));
     let pb = rb.unwrap_or_else(|e| panic!("{a:?}x{b:?} seed {seed}: side b: {e}"));
-    // Each side's peer address is the address the other side's packets
-    // come from, which is where our packets get in.
-    let a_seen_by_b = w.sides[0].nat.outbound(w.sides[0].local, pa.peer_addr);
-    assert_eq!(
-        pb.peer_addr, a_seen_by_b,
-        "b's peer is a's mapping towards b"
-    );
+    // Each side's peer is an address the other side's probes came from,
+    // which is where our packets get in.
+    assert!(w.heard_from_peer[0].contains(&pa.peer_addr), "{pa:?}");
+    assert!(w.heard_from_peer[1].contains(&pb.peer_addr), "{pb:?}");
     [pa, pb]
 }
 
@@ -267,13 +229,9 @@ fn cone_and_public_pairs_punch() {
 fn hard_side_punches_through_to_full_cone_and_public_by_retargeting() {
     for (a, b) in [(Kind::Hard, Kind::FullCone), (Kind::Hard, Kind::Public)] {
         for seed in 0..20 {
-            let [pa, pb] = assert_punched(a, b, 0.0, seed);
+            let [_, pb] = assert_punched(a, b, 0.0, seed);
             // The hard side was reached at a port it never listed.
-            assert!(
-                pb.peer_addr.port() != 4000 && pb.peer_addr.port() < 50_000,
-                "{pb:?}"
-            );
-            let _ = pa;
+            assert!(!endpoints(0, a).contains(&pb.peer_addr), "{pb:?}");
         }
     }
 }
@@ -287,10 +245,7 @@ fn easy_pair_punches_under_twenty_percent_loss() {
 
 #[test]
 fn hard_pair_fails_with_a_typed_reason_at_the_deadline() {
-    let cfg = PunchConfig {
-        timeout: Duration::from_secs(3),
-        ..PunchConfig::default()
-    };
+    let cfg = PunchConfig::default().timeout(Duration::from_secs(3));
     let mut w = world(Kind::Hard, Kind::Hard, 0.0, 1, cfg.clone());
     for r in w.run() {
         let e = r.unwrap_err();
@@ -311,17 +266,49 @@ fn hard_pair_fails_with_a_typed_reason_at_the_deadline() {
 }
 
 #[test]
+fn a_copier_on_the_public_segment_cannot_retarget_or_replay() {
+    // Side 0 is reachable from the public segment (public, or a full cone
+    // NAT); a third host copies every probe towards it, once ahead of the
+    // original and once behind it. Side 1 is listed (public, easy) or not
+    // (hard: it reaches side 0 from a port it never listed).
+    for (a, b) in [
+        (Kind::Public, Kind::Public),
+        (Kind::FullCone, Kind::Easy),
+        (Kind::FullCone, Kind::Hard),
+        (Kind::Public, Kind::Hard),
+    ] {
+        for seed in 0..20 {
+            let mut w = world(a, b, 0.0, seed, PunchConfig::default());
+            w.copier = true;
+            let [r0, r1] = w.run();
+            let p0 = r0.unwrap_or_else(|e| panic!("{a:?}x{b:?} seed {seed}: {e}"));
+            r1.unwrap_or_else(|e| panic!("{a:?}x{b:?} seed {seed}: side b: {e}"));
+            assert!(w.copies_sent > 0);
+            assert_ne!(
+                p0.peer_addr,
+                ATTACKER.parse().unwrap(),
+                "{a:?}x{b:?} seed {seed}"
+            );
+            assert!(w.heard_from_peer[0].contains(&p0.peer_addr));
+            assert!(w.cores[0].replays() > 0, "the late copies were replays");
+        }
+    }
+}
+
+#[test]
 fn wrong_secret_probes_are_ignored_and_reported() {
-    let cfg = PunchConfig {
-        timeout: Duration::from_secs(2),
-        ..PunchConfig::default()
-    };
+    let cfg = PunchConfig::default().timeout(Duration::from_secs(2));
     let mut w = world(Kind::Public, Kind::Public, 0.0, 1, cfg.clone());
-    // Side 1 uses a stale rendezvous of side 0: its probes carry a secret
-    // side 0 does not expect.
-    let (stale_priv, _) = gen_rendezvous_info_with(vec![], NatBehaviour::default());
-    let (_, q0) = gen_rendezvous_info_with(endpoints(0, Kind::Public), Kind::Public.behaviour());
-    w.sides[1].core = PunchCore::new(stale_priv, q0, cfg, w.now);
+    // Side 1 uses a stale rendezvous of side 0: its probes are made with a
+    // key side 0 does not derive.
+    let mut rng = StdRng::seed_from_u64(99);
+    let (stale_priv, _) = gen_rendezvous_info_rng(&mut rng, vec![], NatBehaviour::default());
+    let (_, q0) = gen_rendezvous_info_rng(
+        &mut rng,
+        endpoints(0, Kind::Public),
+        Kind::Public.behaviour(),
+    );
+    w.cores[1] = PunchCore::new(stale_priv, q0, cfg, w.net.now());
     let [r0, r1] = w.run();
     assert_eq!(r0.unwrap_err().kind, PunchFailureKind::WrongSecret);
     assert_eq!(r1.unwrap_err().kind, PunchFailureKind::WrongSecret);
@@ -330,11 +317,8 @@ fn wrong_secret_probes_are_ignored_and_reported() {
 #[test]
 fn silent_peer_gives_no_response() {
     let now = Instant::now();
-    let (p, _) = gen_rendezvous_info_with(vec![], NatBehaviour::default());
-    let (_, q) = gen_rendezvous_info_with(
-        vec!["203.0.113.9:9".parse().unwrap()],
-        NatBehaviour::default(),
-    );
+    let (p, _) = crate::gen_rendezvous_info(vec![]);
+    let (_, q) = crate::gen_rendezvous_info(vec!["203.0.113.9:9".parse().unwrap()]);
     let mut c = PunchCore::new(p, q, PunchConfig::default(), now);
     let mut t = now;
     while c.outcome().is_none() {
@@ -348,32 +332,97 @@ fn silent_peer_gives_no_response() {
     assert_eq!(e.probes_sent, 80);
 }
 
+fn infos(peer: SocketAddr) -> [(PrivRendezvousInfo, PubRendezvousInfo); 2] {
+    [
+        crate::gen_rendezvous_info(vec![]),
+        crate::gen_rendezvous_info(vec![peer]),
+    ]
+}
+
 #[test]
-fn probe_codec_rejects_junk() {
-    let p = encode_probe(&[1; 16], &[2; 16], true);
-    assert_eq!(decode_probe(&p), Some(([1; 16], [2; 16], true)));
-    for n in 0..p.len() {
-        assert!(decode_probe(&p[..n]).is_none());
+fn probe_shape_and_authenticity_are_checked() {
+    let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+    let [(p, q_ours), (pp, q)] = infos(peer);
+    let now = Instant::now();
+    let mut c = PunchCore::new(p.clone(), q.clone(), PunchConfig::default(), now);
+    let good = encode_probe(&pp, &q_ours, false, 1, 0).unwrap();
+    for n in 0..good.len() {
+        assert_eq!(c.classify(&good[..n]), Classified::Other);
     }
-    let mut bad = p;
-    bad[5] = 2;
-    assert!(decode_probe(&bad).is_none());
+    let mut bad_flags = good;
+    bad_flags[5] |= 0x80;
+    assert_eq!(c.classify(&bad_flags), Classified::Other);
+    // Every single-bit change of the signed part or the MAC fails the MAC
+    // (the flags' side bit too: then it claims our side).
+    for i in 6..PROBE_LEN {
+        let mut p = good;
+        p[i] ^= 1;
+        assert!(c.handle_datagram(&p, peer, now));
+        assert!(c.cands.is_empty(), "byte {i} flipped was accepted");
+    }
+    let mut side = good;
+    side[5] ^= FLAG_HIGH;
+    assert!(c.handle_datagram(&side, peer, now));
+    assert!(c.cands.is_empty());
+    // Our own probe reflected back does not verify.
+    let ours = encode_probe(&p, &q, false, 1, 0).unwrap();
+    assert!(c.handle_datagram(&ours, peer, now));
+    assert!(c.cands.is_empty());
+    assert!(c.handle_datagram(&good, peer, now));
+    assert_eq!(c.cands.len(), 1);
+    // The same probe again is a replay.
+    assert!(c.handle_datagram(&good, peer, now));
+    assert_eq!(c.replays(), 1);
 }
 
 #[test]
 fn peer_data_after_its_probe_ends_the_punch_but_foreign_data_does_not() {
     let now = Instant::now();
     let peer: SocketAddr = "203.0.113.9:4000".parse().unwrap();
-    let (p, q_ours) = gen_rendezvous_info_with(vec![], NatBehaviour::default());
-    let (pp, q) = gen_rendezvous_info_with(vec![peer], NatBehaviour::default());
+    let [(p, q_ours), (pp, q)] = infos(peer);
     let mut c = PunchCore::new(p, q, PunchConfig::default(), now);
     // Data before any probe from the peer proves nothing.
     assert!(!c.handle_peer_data(peer, now));
-    let probe = encode_probe(&pp.secret, &q_ours.secret, false);
+    let probe = encode_probe(&pp, &q_ours, false, 1, 0).unwrap();
     assert!(c.handle_datagram(&probe, peer, now));
     assert!(c.outcome().is_none());
     let other: SocketAddr = "203.0.113.10:4000".parse().unwrap();
     assert!(!c.handle_peer_data(other, now));
     assert!(c.handle_peer_data(peer, now));
     assert_eq!(c.outcome().unwrap().as_ref().unwrap().peer_addr, peer);
+}
+
+#[test]
+fn a_contested_peer_must_prove_a_round_trip() {
+    // Two unlisted sources send authentic probes (one copies the other):
+    // neither acks nor data end the punch until one echoes a probe we sent
+    // to it.
+    let now = Instant::now();
+    let listed: SocketAddr = "203.0.113.9:4000".parse().unwrap();
+    let [(p, q_ours), (pp, q)] = infos(listed);
+    let real: SocketAddr = "198.51.100.2:40001".parse().unwrap();
+    let copier: SocketAddr = ATTACKER.parse().unwrap();
+    let mut c = PunchCore::new(p, q, PunchConfig::default().acks(3), now);
+    let probe = encode_probe(&pp, &q_ours, true, 1, 0).unwrap();
+    assert!(c.handle_datagram(&probe, copier, now));
+    assert!(c.handle_datagram(&probe, real, now));
+    let mut t = now;
+    let mut to_real = Vec::new();
+    for _ in 0..10 {
+        while let Some((to, bytes)) = c.poll_transmit(t) {
+            if to == real {
+                to_real.push(bytes);
+            }
+        }
+        t += Duration::from_millis(100);
+    }
+    assert!(c.outcome().is_none(), "acks alone ended a contested punch");
+    assert!(!c.handle_peer_data(copier, t));
+    assert!(!to_real.is_empty(), "the unlisted real peer was acked too");
+    // The real peer echoes the sequence number of one probe we sent it.
+    let seq = u64::from_be_bytes(to_real[0][6..14].try_into().unwrap());
+    let answer = encode_probe(&pp, &q_ours, true, 2, seq).unwrap();
+    assert!(c.handle_datagram(&answer, real, t));
+    while c.poll_transmit(t).is_some() {}
+    assert_eq!(c.outcome().unwrap().as_ref().unwrap().peer_addr, real);
 }
