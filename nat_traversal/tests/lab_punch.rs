@@ -110,3 +110,39 @@ fn lab_tcp_punch_easy_easy() {
 fn lab_tcp_punch_easy_public() {
     tcp("tcp_easy_public", Easy, Public);
 }
+
+/// A third party on the public path copies every probe of `b` (captured on
+/// b's router after NAT) and sends each copy, twice, from its own address
+/// to the same destination. The punch still ends at b's real address on
+/// both sides: copies do not re-target, and the copy's repeat is a replay.
+fn udp_with_copier(test: &str, ka: NatKind, kb: NatKind) {
+    let w = world(test);
+    let mut a = w.peer("a", ka, 0, false);
+    let mut b = w.peer("b", kb, 0, false);
+    let (router, wan) = b.site.router.as_ref().expect("b has a router").clone();
+    let mut copier = agent(&router);
+    let r = cmd(&mut copier, &format!("copy-probes {wan} 7777"));
+    assert!(r.starts_with("ready"), "{r}");
+    let (la, lb) = punch(&mut a, &mut b, false, 8000);
+    assert_punched(test, &a, &b, &la, &lb);
+    let peer: std::net::SocketAddr = field(&la, "peer").parse().unwrap();
+    assert_ne!(peer.port(), 7777, "a was re-targeted to the copier: {la}");
+    let copied = cmd(&mut copier, "copy-count");
+    let n: u64 = copied.strip_prefix("copied ").unwrap().parse().unwrap();
+    assert!(n > 0, "the copier saw no probe: {copied}");
+    println!("FIGURE pair={test} copied={n}");
+}
+
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_udp_punch_copier_cannot_retarget_listed() {
+    udp_with_copier("udp_copier_listed", Public, Easy);
+}
+
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_udp_punch_copier_cannot_retarget_unlisted() {
+    // b is hard: it reaches a from a port it never listed, as the copier
+    // does; b must prove itself by echoing a probe a sent to it.
+    udp_with_copier("udp_copier_unlisted", Public, Hard);
+}

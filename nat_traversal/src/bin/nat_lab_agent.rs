@@ -20,6 +20,12 @@
 //!   data; prints `punched peer=<addr> ms=<n> probes=<n> data=ok|none` or
 //!   `failed kind=<Kind> <message>`.
 //! - `map-tcp STUN[,STUN...] igd|noigd`, `punch-tcp HEX MS`: the same over TCP.
+//! - `copy-probes SRC_IP FROM_PORT`: a third party on the path (run it in a
+//!   router's namespace): captures every punch probe leaving with source
+//!   SRC_IP (the router's WAN address, after NAT) and sends each payload
+//!   twice to the same destination from its own socket SRC_IP:FROM_PORT
+//!   (a copy from an unlisted address, then a replay of it); prints `ready`.
+//! - `copy-count`: prints `copied <n>`.
 //! - `quit`.
 
 use std::collections::HashMap;
@@ -79,6 +85,60 @@ struct State {
     servers: Vec<SimpleUdpHolePunchServer>,
     udp: Option<(MappedUdpSocket, PrivRendezvousInfo)>,
     tcp: Option<(MappedTcpSocket, PrivRendezvousInfo)>,
+    copied: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The copier of `copy-probes`: an AF_PACKET socket (IP packets of every
+/// interface, both directions) and a UDP socket to send copies from.
+/// Its thread ends with the process.
+fn copy_probes(
+    src: std::net::Ipv4Addr,
+    from_port: u16,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    // ETH_P_ALL: only "all protocols" taps see outgoing packets too.
+    const ETH_P_ALL: u16 = 0x0003;
+    let raw = Socket::new(
+        Domain::PACKET,
+        Type::DGRAM,
+        Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))),
+    )?;
+    let out = UdpSocket::bind((src, from_port))?;
+    std::thread::spawn(move || {
+        let mut raw = raw;
+        let mut buf = [0u8; 2048];
+        // Each probe is copied once: our own copies, seen leaving (with
+        // their port rewritten by a hard NAT's masquerade), are not.
+        let mut done = std::collections::HashSet::new();
+        while let Ok(n) = raw.read(&mut buf) {
+            let p = &buf[..n];
+            // IPv4, UDP, from `src`, carrying a probe.
+            if n < 28 || p[0] >> 4 != 4 || p[9] != 17 || p[12..16] != src.octets() {
+                continue;
+            }
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            if n < ihl + 8 {
+                continue;
+            }
+            let payload = &p[ihl + 8..];
+            let sport = u16::from_be_bytes([p[ihl], p[ihl + 1]]);
+            // Not our own copies, seen leaving.
+            if sport == from_port || !nat_traversal::punch::looks_like_probe(payload) {
+                continue;
+            }
+            if done.len() > 100_000 || !done.insert(payload.to_vec()) {
+                continue;
+            }
+            let dst = std::net::Ipv4Addr::new(p[16], p[17], p[18], p[19]);
+            let dport = u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]);
+            for _ in 0..2 {
+                let _ = out.send_to(payload, (dst, dport));
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    Ok(())
 }
 
 fn context(w: &[&str]) -> io::Result<MappingContext> {
@@ -163,6 +223,19 @@ fn run(w: &[&str], st: &mut State) -> io::Result<String> {
             })??;
             Ok(format!("mapped {}", r.mapped))
         }
+        Some("copy-probes") => {
+            let src: std::net::Ipv4Addr = w
+                .get(1)
+                .ok_or_else(|| io::Error::other("missing address"))?
+                .parse()
+                .map_err(io::Error::other)?;
+            copy_probes(src, port(w.get(2))?, st.copied.clone())?;
+            Ok("ready".to_string())
+        }
+        Some("copy-count") => Ok(format!(
+            "copied {}",
+            st.copied.load(std::sync::atomic::Ordering::Relaxed)
+        )),
         Some("map-udp") => {
             let mc = context(w)?;
             let port = option(w, "port").unwrap_or(0) as u16;
