@@ -34,7 +34,7 @@ enum Event {
 }
 
 enum Stage {
-    Punching(PunchCore),
+    Punching(Box<PunchCore>),
     Utp(ConnectionHandle),
     Done,
 }
@@ -106,12 +106,12 @@ fn run(seed: u64, kinds: [(NatMapping, NatFiltering); 2], impostor: bool) -> Vec
                 local: LOCAL[i].parse().unwrap(),
                 identity,
                 expect,
-                stage: Stage::Punching(PunchCore::new(
+                stage: Stage::Punching(Box::new(PunchCore::new(
                     infos[i].0.clone(),
                     theirs,
                     PunchConfig::default(),
                     now,
-                )),
+                ))),
                 utp: Endpoint::new(EndpointConfig::default().seed(seed * 2 + i as u64), now),
                 peer: None,
                 initiator: None,
@@ -130,8 +130,7 @@ fn run(seed: u64, kinds: [(NatMapping, NatFiltering); 2], impostor: bool) -> Vec
     let deadline = net.now() + Duration::from_secs(30);
     while net.now() < deadline && events.len() < 6 {
         let now = net.now();
-        for i in 0..2 {
-            let s = &mut sides[i];
+        for (i, s) in sides.iter_mut().enumerate() {
             if let Stage::Punching(core) = &mut s.stage {
                 while let Some((to, bytes)) = core.poll_transmit(now) {
                     net.send(s.local, to, &bytes);
