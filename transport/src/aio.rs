@@ -127,6 +127,7 @@ pub struct Stream {
     peer_key: PublicKey,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
+    path: crate::Path,
 }
 
 impl std::fmt::Debug for Stream {
@@ -143,6 +144,7 @@ impl Stream {
         let peer_key = session.peer();
         let (peer_addr, local_addr) = io.addrs()?;
         let (opener, sealer) = session.split();
+        let io_protocol = io.protocol();
         Ok(Stream {
             io,
             rx: RecvBuf::new(),
@@ -153,7 +155,14 @@ impl Stream {
             peer_key,
             peer_addr,
             local_addr,
+            path: crate::Path::Direct(io_protocol),
         })
+    }
+
+    /// The same stream, saying it is carried by `path`.
+    pub(crate) fn with_path(mut self, path: crate::Path) -> Stream {
+        self.path = path;
+        self
     }
 
     /// Connects to the first of `endpoints` that answers and completes the
@@ -206,14 +215,22 @@ impl Stream {
         self.io.protocol()
     }
 
-    /// How the stream is carried: today always [`Path::Direct`](crate::Path::Direct)
-    /// over its protocol.
+    /// How the stream is carried: [`Path::Direct`](crate::Path::Direct)
+    /// when dialled or accepted, [`Path::HolePunched`](crate::Path::HolePunched)
+    /// from a rendezvous.
     pub fn path(&self) -> crate::Path {
-        crate::Path::Direct(self.protocol())
+        self.path
     }
 
-    pub(crate) fn into_parts(self) -> (Carrier, RecvBuf, Opener, Sealer, PublicKey) {
-        (self.io, self.rx, self.opener, self.sealer, self.peer_key)
+    pub(crate) fn into_parts(self) -> (Carrier, RecvBuf, Opener, Sealer, PublicKey, crate::Path) {
+        (
+            self.io,
+            self.rx,
+            self.opener,
+            self.sealer,
+            self.peer_key,
+            self.path,
+        )
     }
 
     fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

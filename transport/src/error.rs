@@ -107,6 +107,12 @@ pub enum Error {
     /// The object was closed (its listener or stream was dropped).
     #[error("{0} is closed")]
     Closed(String),
+    /// A peer's rendezvous info cannot be used; the text says why.
+    #[error("invalid rendezvous info: {0}")]
+    InvalidRendezvousInfo(String),
+    /// No rendezvous attempt gave a stream: each attempt with why.
+    #[error(transparent)]
+    RendezvousFailed(crate::rendezvous::RendezvousFailure),
 }
 
 impl Error {
@@ -132,6 +138,8 @@ impl Error {
             Error::Identity { .. } => io::ErrorKind::InvalidData,
             Error::Unsupported(_) => io::ErrorKind::Unsupported,
             Error::Closed(_) => io::ErrorKind::NotConnected,
+            Error::InvalidRendezvousInfo(_) => io::ErrorKind::InvalidInput,
+            Error::RendezvousFailed(_) => io::ErrorKind::TimedOut,
         }
     }
 }

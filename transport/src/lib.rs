@@ -75,6 +75,7 @@ mod identity;
 mod listener;
 mod path;
 pub mod proto;
+pub mod rendezvous;
 mod stream;
 pub mod utp;
 pub mod wire;

@@ -21,13 +21,16 @@ pub enum Path {
     /// Dialled straight to a listener's endpoint (on the LAN or beyond),
     /// whichever side dialled.
     Direct(Protocol),
+    /// Through a hole punched in both sides' NATs by a rendezvous: uTP
+    /// over a punched UDP hole, or a TCP simultaneous open.
+    HolePunched(Protocol),
 }
 
 impl Path {
     /// The carrier protocol under the encryption.
     pub const fn protocol(&self) -> Protocol {
         match self {
-            Path::Direct(p) => *p,
+            Path::Direct(p) | Path::HolePunched(p) => *p,
         }
     }
 }
@@ -36,6 +39,7 @@ impl fmt::Display for Path {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Path::Direct(p) => write!(f, "direct over {p}"),
+            Path::HolePunched(p) => write!(f, "hole-punched over {p}"),
         }
     }
 }

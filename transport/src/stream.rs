@@ -58,6 +58,7 @@ struct Inner {
     peer_key: PublicKey,
     peer_addr: SocketAddr,
     local_addr: SocketAddr,
+    path: Path,
     reader: Mutex<ReadState>,
     writer: Mutex<WriteState>,
 }
@@ -100,6 +101,7 @@ impl Stream {
         opener: Opener,
         sealer: Sealer,
         peer_key: PublicKey,
+        path: Path,
     ) -> io::Result<Stream> {
         let (peer_addr, local_addr) = sock.addrs()?;
         Ok(Stream {
@@ -108,6 +110,7 @@ impl Stream {
                 peer_key,
                 peer_addr,
                 local_addr,
+                path,
                 reader: Mutex::new(ReadState { rx, opener }),
                 writer: Mutex::new(WriteState {
                     sealer,
@@ -126,9 +129,9 @@ impl Stream {
     ///
     /// The OS error if the socket cannot be switched to blocking mode.
     pub fn from_aio(stream: aio::Stream) -> io::Result<Stream> {
-        let (io, rx, opener, sealer, peer_key) = stream.into_parts();
+        let (io, rx, opener, sealer, peer_key, path) = stream.into_parts();
         let sock = BlockingCarrier::from_aio(io)?;
-        Stream::from_parts(sock, rx, opener, sealer, peer_key)
+        Stream::from_parts(sock, rx, opener, sealer, peer_key, path)
     }
 
     /// Connects to the first of `endpoints` that answers and completes the
@@ -232,10 +235,10 @@ impl Stream {
         self.inner.sock.write_timeout()
     }
 
-    /// How the stream is carried: today always [`Path::Direct`] over its
-    /// protocol.
+    /// How the stream is carried: [`Path::Direct`] when dialled or
+    /// accepted, [`Path::HolePunched`] from a rendezvous.
     pub fn path(&self) -> Path {
-        Path::Direct(self.protocol())
+        self.inner.path
     }
 
     /// Reads what has arrived without waiting, for a caller that must never
