@@ -21,7 +21,7 @@
 //! which it reads `1`. So both ends keep the same stream; the others are
 //! closed and their sockets released.
 //!
-//! When no attempt works, [`Error::RendezvousFailed`] lists each attempt
+//! When no attempt works, [`Error::RendezvousFailed`](crate::Error::RendezvousFailed) lists each attempt
 //! with why ([`AttemptFailure`]), so a caller can decide to relay.
 //!
 //! The decisions (who initiates, which attempt wins, when to give up) are
