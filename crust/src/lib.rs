@@ -77,6 +77,7 @@ pub mod aio;
 pub mod cache;
 mod config;
 mod error;
+pub mod netwatch;
 pub mod proto;
 mod service;
 mod stream;
@@ -89,6 +90,7 @@ pub use config::{
     BeaconConfig, CACHE_FILE_NAME, CONFIG_ENV, Config, DATA_DIR_ENV, IDENTITY_FILE_NAME, Limits,
 };
 pub use error::{Error, Result};
+pub use netwatch::{EndpointChanges, NetworkChange};
 pub use service::{
     AcceptingEndpoint, BeaconEndpoints, CachedEndpoint, Disabled, Dynamic, EnableError, Enabled,
     EndpointCacheIter, Incoming, MappedEndpoint, Service, ServiceBeaconReceiver,
