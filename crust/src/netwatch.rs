@@ -73,7 +73,12 @@ impl HostAddr {
     /// let a = crust::netwatch::HostAddr::new("eth0", Some(2), "192.0.2.7".parse().unwrap(), 24);
     /// assert_eq!(a.interface, "eth0");
     /// ```
-    pub fn new(interface: impl Into<String>, index: Option<u32>, ip: IpAddr, prefix_len: u8) -> Self {
+    pub fn new(
+        interface: impl Into<String>,
+        index: Option<u32>,
+        ip: IpAddr,
+        prefix_len: u8,
+    ) -> Self {
         HostAddr {
             interface: interface.into(),
             index,
@@ -480,12 +485,14 @@ impl EndpointChanges {
         crust_runtime::block_on(async move {
             match timeout {
                 None => Ok(next_change(rx).await),
-                Some(t) => tokio::time::timeout(t, next_change(rx))
-                    .await
-                    .map_err(|_| Error::TimedOut {
-                        what: "waiting for a network change".into(),
-                        after: t,
-                    }),
+                Some(t) => {
+                    tokio::time::timeout(t, next_change(rx))
+                        .await
+                        .map_err(|_| Error::TimedOut {
+                            what: "waiting for a network change".into(),
+                            after: t,
+                        })
+                }
             }
         })
         .map_err(|e| Error::io("crust::EndpointChanges::next", e))??
@@ -567,7 +574,9 @@ pub(crate) async fn run(service: Weak<Shared>, every: Duration) {
     let mut failing = false;
     loop {
         tick.tick().await;
-        let Some(shared) = service.upgrade() else { break };
+        let Some(shared) = service.upgrade() else {
+            break;
+        };
         if let Some(snapshot) = try_snapshot(&mut failing) {
             apply(&shared, snapshot);
         }
@@ -600,8 +609,16 @@ pub(crate) fn apply(shared: &Shared, snapshot: Snapshot) {
     }
     if before != after {
         let change = NetworkChange {
-            added: after.iter().filter(|e| !before.contains(e)).copied().collect(),
-            removed: before.iter().filter(|e| !after.contains(e)).copied().collect(),
+            added: after
+                .iter()
+                .filter(|e| !before.contains(e))
+                .copied()
+                .collect(),
+            removed: before
+                .iter()
+                .filter(|e| !after.contains(e))
+                .copied()
+                .collect(),
             endpoints: after,
             addresses: plan.change.clone(),
             lost_streams,
@@ -639,7 +656,9 @@ mod tests {
     }
 
     fn addrs_of(eps: &[Endpoint]) -> Vec<String> {
-        eps.iter().map(|e| format!("{}://{}", e.protocol, e.addr)).collect()
+        eps.iter()
+            .map(|e| format!("{}://{}", e.protocol, e.addr))
+            .collect()
     }
 
     #[test]
@@ -661,7 +680,10 @@ mod tests {
             vec![le(Protocol::Utp, "0.0.0.0:4001")],
             vec![le(Protocol::Tcp, "127.0.0.1:4002")],
         ];
-        let mut w = NetWatch::new(Snapshot::new([lo(), addr("eth0", "198.51.100.1", 27)]), None);
+        let mut w = NetWatch::new(
+            Snapshot::new([lo(), addr("eth0", "198.51.100.1", 27)]),
+            None,
+        );
         let p = w
             .update(
                 Snapshot::new([lo(), addr("eth0", "198.51.100.33", 27)]),
@@ -757,10 +779,11 @@ mod tests {
             le(Protocol::Tcp, "198.51.100.1:4000"),
             le(Protocol::Tcp, "127.0.0.1:4001"),
         ]];
-        let mut w = NetWatch::new(Snapshot::new([lo(), addr("eth0", "198.51.100.1", 27)]), None);
-        let p = w
-            .update(Snapshot::new([lo()]), &listeners, key)
-            .unwrap();
+        let mut w = NetWatch::new(
+            Snapshot::new([lo(), addr("eth0", "198.51.100.1", 27)]),
+            None,
+        );
+        let p = w.update(Snapshot::new([lo()]), &listeners, key).unwrap();
         assert_eq!(
             addrs_of(&p.previous[0]),
             ["tcp://198.51.100.1:4000", "tcp://127.0.0.1:4001"]
@@ -804,7 +827,11 @@ mod tests {
         // Restricted to lo: eth0 coming and going never moves the beacon.
         let mut w = NetWatch::new(Snapshot::new([lo()]), Some(vec!["lo".into()]));
         let p = w
-            .update(Snapshot::new([lo(), addr("eth0", "192.0.2.7", 24)]), &[], key)
+            .update(
+                Snapshot::new([lo(), addr("eth0", "192.0.2.7", 24)]),
+                &[],
+                key,
+            )
             .unwrap();
         assert!(!p.beacon_changed(), "{p:?}");
         let p = w.update(Snapshot::new([lo()]), &[], key).unwrap();
@@ -818,7 +845,11 @@ mod tests {
         // Unrestricted: a new interface is started, a gone one stopped.
         let mut w = NetWatch::new(Snapshot::new([lo(), addr("eth0", "192.0.2.7", 24)]), None);
         let p = w
-            .update(Snapshot::new([lo(), addr("wlan0", "198.51.100.7", 24)]), &[], key)
+            .update(
+                Snapshot::new([lo(), addr("wlan0", "198.51.100.7", 24)]),
+                &[],
+                key,
+            )
             .unwrap();
         assert_eq!(p.beacon_start, ["wlan0"]);
         assert_eq!(p.beacon_stop, ["eth0"]);
@@ -881,6 +912,119 @@ mod tests {
         }
     }
 
+    /// The host's addresses as now, without loopback: what the driver would
+    /// see if 127.0.0.1 left the host (nothing on the host changes).
+    fn without_loopback() -> Snapshot {
+        let now = read_snapshot();
+        Snapshot::new(now.addrs().iter().filter(|a| !a.ip.is_loopback()).cloned())
+    }
+
+    /// The driver's effect on real loopback streams, by handing it a
+    /// snapshot without loopback: blocked `recv`s (TCP and uTP, both ends)
+    /// return `AddressLost` at once; streams stay lost, later calls say so.
+    #[test]
+    fn driver_ends_blocking_streams_whose_address_vanished() {
+        let config = crate::Config::loopback()
+            .beacon_enabled(false)
+            .network_name("netwatch-unit")
+            .inactivity_timeout(Duration::from_secs(60))
+            .heartbeat_period(Duration::from_secs(20));
+        let a = crate::Service::new_from_config(config.clone()).unwrap();
+        let b = crate::Service::new_from_config(config).unwrap();
+        let mut waiting = Vec::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for protocol in [transport::Protocol::Tcp, transport::Protocol::Utp] {
+            let ep = a
+                .controller
+                .endpoints()
+                .into_iter()
+                .find(|e| e.protocol == protocol)
+                .unwrap();
+            let dialled = b.controller.connect(&ep).unwrap();
+            dialled.send(b"hi").unwrap();
+            let accepted = a.acceptor.accept_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(accepted.recv().unwrap(), b"hi");
+            for (side, s) in [("dialled", dialled), ("accepted", accepted)] {
+                let local = s.local_addr();
+                let tx = tx.clone();
+                let name = format!("{protocol} {side} on {local}");
+                waiting.push(name.clone());
+                std::thread::spawn(move || {
+                    let first = s.recv();
+                    let again = s.send(b"x");
+                    let _ = tx.send((name, local, first, again));
+                });
+            }
+        }
+        // One snapshot in which 127.0.0.1 is gone (for both services).
+        apply(a.controller.shared(), without_loopback());
+        apply(b.controller.shared(), without_loopback());
+        let mut judged = Vec::new();
+        for _ in 0..waiting.len() {
+            let (name, local, first, again) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("every blocked recv returns");
+            if local.ip().is_unspecified() {
+                // A uTP stream on a wildcard socket: not ours to judge.
+                continue;
+            }
+            match first {
+                Err(Error::AddressLost { local: l, .. }) => assert_eq!(l, local, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+            assert!(
+                matches!(again, Err(Error::AddressLost { .. })),
+                "{name}: {again:?}"
+            );
+            judged.push(name);
+        }
+        // Both TCP ends, and at least the accepted uTP end (its listener is
+        // bound to 127.0.0.1).
+        assert!(judged.len() >= 3, "{judged:?} of {waiting:?}");
+    }
+
+    #[test]
+    fn driver_ends_aio_streams_whose_address_vanished() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let config = crate::Config::loopback()
+                .beacon_enabled(false)
+                .network_name("netwatch-unit-aio")
+                .inactivity_timeout(Duration::from_secs(60))
+                .heartbeat_period(Duration::from_secs(20));
+            let a = crate::aio::Service::new_from_config(config.clone())
+                .await
+                .unwrap();
+            let b = crate::aio::Service::new_from_config(config).await.unwrap();
+            let ep = a
+                .controller
+                .endpoints()
+                .into_iter()
+                .find(|e| e.protocol == transport::Protocol::Tcp)
+                .unwrap();
+            let mut changes = a.controller.endpoints_changed();
+            let dialled = b.controller.connect(&ep).await.unwrap();
+            dialled.send(b"hi").await.unwrap();
+            let mut accepted = a.acceptor.accept().await.unwrap();
+            assert_eq!(accepted.recv().await.unwrap(), b"hi");
+            let local = accepted.local_addr();
+            apply(a.controller.blocking().shared(), without_loopback());
+            let got = tokio::time::timeout(Duration::from_secs(10), accepted.recv())
+                .await
+                .expect("recv returns");
+            match got {
+                Err(Error::AddressLost { local: l, .. }) => assert_eq!(l, local),
+                other => panic!("{other:?}"),
+            }
+            // Loopback listeners keep their endpoints: no change event.
+            let quiet = tokio::time::timeout(Duration::from_millis(50), changes.next()).await;
+            assert!(quiet.is_err(), "{quiet:?}");
+        });
+    }
+
     #[test]
     fn live_streams_end_only_the_lost_and_stay_bounded() {
         let key = Identity::generate().public_key();
@@ -903,7 +1047,10 @@ mod tests {
             live.register(std::sync::Arc::downgrade(&gone));
         }
         assert!(lock(&live.inner).streams.len() <= 130);
-        let mut w = NetWatch::new(Snapshot::new([lo(), addr("eth0", "198.51.100.1", 27)]), None);
+        let mut w = NetWatch::new(
+            Snapshot::new([lo(), addr("eth0", "198.51.100.1", 27)]),
+            None,
+        );
         let p = w.update(Snapshot::new([lo()]), &[], key).unwrap();
         assert_eq!(live.apply(&p), 1);
         assert!(on_old.lost.load(std::sync::atomic::Ordering::SeqCst));

@@ -127,9 +127,7 @@ fn main() -> ExitCode {
                 None => return usage("--connect-timeout-ms needs milliseconds"),
             },
             "--inactivity-ms" => match ms(args.next()) {
-                Some(d) => config
-                    .heartbeat_period(d / 4)
-                    .inactivity_timeout(d),
+                Some(d) => config.heartbeat_period(d / 4).inactivity_timeout(d),
                 None => return usage("--inactivity-ms needs milliseconds"),
             },
             "--no-beacon" => config.beacon_enabled(false),
@@ -176,7 +174,11 @@ fn main() -> ExitCode {
             (Some("connect"), Some(ep), None) => match ep.parse::<Endpoint>() {
                 Ok(ep) => match controller.connect(&ep) {
                     Ok(s) => {
-                        say(format!("connected {} {}", s.local_addr(), s.peer_endpoint()));
+                        say(format!(
+                            "connected {} {}",
+                            s.local_addr(),
+                            s.peer_endpoint()
+                        ));
                         serve("dialled", s);
                     }
                     Err(e) => say(format!("connect-failed {e}")),
@@ -204,7 +206,9 @@ fn main() -> ExitCode {
                             serve("dialled", s);
                             break;
                         }
-                        Ok(s) => last = format!("bootstrapped to another peer, {}", s.peer_endpoint()),
+                        Ok(s) => {
+                            last = format!("bootstrapped to another peer, {}", s.peer_endpoint())
+                        }
                         Err(e) => last = e.to_string(),
                     }
                     // Wait for news (a beacon) rather than spin.
