@@ -33,6 +33,7 @@ pub(crate) struct DriverConfig {
 struct Pending {
     data: Option<Vec<u8>>,
     period: Option<Duration>,
+    refresh: bool,
 }
 
 /// State shared by the beacon, its controller and its driver task.
@@ -85,6 +86,15 @@ impl Shared {
             return Err(self.closed_error());
         }
         self.lock().period = Some(period);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub(crate) fn refresh_interfaces(&self) -> Result<()> {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        self.lock().refresh = true;
         self.wake.notify_one();
         Ok(())
     }
@@ -201,7 +211,9 @@ impl State {
         self.shared.publish(&s);
     }
 
-    fn apply_pending(&mut self, now: Instant) {
+    /// Applies the controller's requests; returns whether it asked for an
+    /// interface refresh (done by the caller, which holds the sockets).
+    fn apply_pending(&mut self, now: Instant) -> bool {
         let pending = std::mem::take(&mut *self.shared.lock());
         if let Some(data) = pending.data
             && let Err(e) = self.core.set_data(&data)
@@ -215,6 +227,7 @@ impl State {
             // The controller checks the range first; this is a bug if seen.
             log::error!("beacon on port {}: {e}", self.cfg.port);
         }
+        pending.refresh
     }
 
     fn refresh(&mut self, now: Instant, sock6: Option<&UdpSocket>) {
@@ -463,7 +476,13 @@ pub(crate) async fn run(
                 if shared.is_closed() {
                     break;
                 }
-                st.apply_pending(now());
+                if st.apply_pending(now()) {
+                    st.refresh(now(), s6);
+                    // Announce at once: the addresses (and the data) may
+                    // have just changed.
+                    st.core.restart_burst(now());
+                    next_refresh = tokio::time::Instant::now() + refresh;
+                }
             }
             r = recv(s4, &mut buf4) => match r {
                 Ok((n, from)) => st.on_datagram(now(), from, &buf4[..n]),

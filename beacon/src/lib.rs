@@ -779,6 +779,27 @@ impl BeaconController {
         self.shared.set_period(period)
     }
 
+    /// Re-reads the interface list now (rather than at the next
+    /// [`BeaconBuilder::interface_refresh`]) and announces at once with a
+    /// fresh burst: call it when the host's addresses changed, so the
+    /// beacon follows the new interfaces (within its
+    /// [`interfaces`](BeaconBuilder::interfaces) restriction) and peers hear
+    /// the current data without waiting a period.
+    ///
+    /// # Errors
+    ///
+    /// [`std::io::ErrorKind::NotConnected`] if the beacon has been dropped.
+    ///
+    /// ```no_run
+    /// # fn f(controller: &beacon::BeaconController) -> beacon::Result<()> {
+    /// controller.set_data("tcp://198.51.100.9:6000")?;
+    /// controller.refresh_interfaces()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn refresh_interfaces(&self) -> Result<()> {
+        self.shared.refresh_interfaces()
+    }
+
     /// Whether the beacon still runs (it has not been dropped).
     ///
     /// ```no_run

@@ -123,6 +123,32 @@ fn set_data_and_set_period_take_effect() {
 }
 
 #[test]
+fn refresh_interfaces_announces_at_once() {
+    let port = common::test_port(21120);
+    let (mut a, _ca) = lo_beacon(port, "listener");
+    // A period of an hour: after its start-up burst, b sends nothing more
+    // unless told to.
+    let (b, cb) = Beacon::builder(port)
+        .data("before")
+        .period(Duration::from_secs(3600))
+        .interfaces(["lo"])
+        .build()
+        .expect("start beacon on lo");
+    collect(&mut a, |s| s.contains(&b"before"[..]));
+    wait_for("b's start-up burst", || {
+        (b.stats().sends >= 4).then_some(())
+    });
+    cb.set_data("after").unwrap();
+    cb.refresh_interfaces().unwrap();
+    collect(&mut a, |s| s.contains(&b"after"[..]));
+    drop(b);
+    assert_eq!(
+        cb.refresh_interfaces().unwrap_err().kind(),
+        io::ErrorKind::NotConnected
+    );
+}
+
+#[test]
 fn controller_errors_after_the_beacon_is_dropped() {
     let port = common::test_port(21104);
     let (b, c) = lo_beacon(port, "x");

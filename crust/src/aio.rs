@@ -237,10 +237,48 @@ impl ServiceController {
         self.inner.network_name()
     }
 
+    /// Network-change events from now on, async: see
+    /// [`crate::ServiceController::endpoints_changed`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> crust::Result<()> {
+    /// # let config = crust::Config::loopback().beacon_enabled(false);
+    /// let service = crust::aio::Service::new_from_config(config).await?;
+    /// let mut changes = service.controller.endpoints_changed();
+    /// let quiet = std::time::Duration::from_millis(10);
+    /// assert!(tokio::time::timeout(quiet, changes.next()).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn endpoints_changed(&self) -> EndpointChanges {
+        EndpointChanges {
+            rx: self.inner.shared().changes.subscribe(),
+        }
+    }
+
     /// The blocking controller of the same service (for its other calls:
     /// the mapping context, hole-punch servers).
     pub fn blocking(&self) -> &crate::ServiceController {
         &self.inner
+    }
+}
+
+/// Network-change events, async, from
+/// [`ServiceController::endpoints_changed`].
+#[derive(Debug)]
+pub struct EndpointChanges {
+    rx: tokio::sync::broadcast::Receiver<crate::NetworkChange>,
+}
+
+impl EndpointChanges {
+    /// Waits for the next change (a reader that fell behind skips to the
+    /// newest few: each carries the full endpoint list).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`] once the service stopped.
+    pub async fn next(&mut self) -> Result<crate::NetworkChange> {
+        crate::netwatch::next_change(&mut self.rx).await
     }
 }
 
@@ -249,6 +287,7 @@ impl ServiceController {
 struct Info {
     failure: Mutex<Option<String>>,
     lost: Mutex<Option<Duration>>,
+    address_lost: Mutex<Option<SocketAddr>>,
 }
 
 /// The parts of a stream both halves know.
@@ -260,11 +299,31 @@ struct Common {
     local_addr: SocketAddr,
     max_message: usize,
     info: Info,
+    /// Wakes the driver when our local address left the host.
+    gone: tokio::sync::Notify,
+}
+
+impl crate::netwatch::LocalLoss for Common {
+    fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    fn local_address_lost(&self) {
+        *lock(&self.info.address_lost) = Some(self.local_addr);
+        // A stored permit if the driver is busy: it ends at its next wait.
+        self.gone.notify_one();
+    }
 }
 
 impl Common {
     /// The error a handle reports once the driver has ended.
     fn ended(&self) -> Error {
+        if let Some(local) = *lock(&self.info.address_lost) {
+            return Error::AddressLost {
+                peer: self.peer.to_string(),
+                local,
+            };
+        }
         if let Some(silent_for) = *lock(&self.info.lost) {
             return Error::PeerLost {
                 peer: self.peer.to_string(),
@@ -321,7 +380,10 @@ impl Stream {
             local_addr: c.t.local_addr(),
             max_message: c.settings.max_message,
             info: Info::default(),
+            gone: tokio::sync::Notify::new(),
         });
+        let weak: std::sync::Weak<dyn crate::netwatch::LocalLoss> = Arc::downgrade(&common) as _;
+        c.guard.counters.live.register(weak);
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let (in_tx, in_rx) = mpsc::channel(1);
         crust_runtime::handle().spawn(drive(c, out_rx, in_tx, common.clone()));
@@ -439,7 +501,8 @@ impl Receiver {
     /// # Errors
     ///
     /// [`Error::PeerLost`] when the peer was silent for the inactivity
-    /// timeout, [`Error::Closed`] when it closed the stream,
+    /// timeout, [`Error::AddressLost`] when our local address left the host,
+    /// [`Error::Closed`] when it closed the stream,
     /// [`Error::Protocol`] or [`Error::MessageTooLarge`]-style protocol
     /// errors when it broke the protocol.
     pub async fn recv(&mut self) -> Result<Vec<u8>> {
@@ -589,6 +652,10 @@ async fn drive(
                 }
                 None => out_open = false,
             },
+            () = common.gone.notified() => {
+                log::info!("stream to {peer} ended: our address {} left the host", common.local_addr);
+                return;
+            }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }

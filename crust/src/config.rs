@@ -63,7 +63,8 @@ const MAX_PERIOD: Duration = Duration::from_secs(86_400);
 ///   "ephemeral_identity": false,
 ///   "hard_coded_contacts": [],
 ///   "cache_file": null,
-///   "cache_size": 256
+///   "cache_size": 256,
+///   "network_poll_interval_ms": 2000
 /// }
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -124,6 +125,15 @@ pub struct Config {
     /// How many endpoints the bootstrap cache keeps (1 to 10,000). Default
     /// 256.
     pub cache_size: usize,
+    /// How often the host's interface addresses are read to notice a
+    /// network change (an address added or removed, an interface down or
+    /// up): then listeners' endpoints are re-derived and re-announced, the
+    /// beacon follows the interfaces, streams whose local address vanished
+    /// are reported lost, and
+    /// [`ServiceController::endpoints_changed`](crate::ServiceController::endpoints_changed)
+    /// yields an event. A change is seen within one interval. Default 2 s.
+    #[serde(rename = "network_poll_interval_ms", with = "millis")]
+    pub network_poll_interval: Duration,
 }
 
 /// The beacon part of a [`Config`].
@@ -198,6 +208,7 @@ impl Default for Config {
             hard_coded_contacts: Vec::new(),
             cache_file: None,
             cache_size: 256,
+            network_poll_interval: Duration::from_secs(2),
         }
     }
 }
@@ -309,6 +320,7 @@ impl Config {
             ("connect_timeout_ms", self.connect_timeout),
             ("handshake_timeout_ms", self.handshake_timeout),
             ("beacon.period_ms", self.beacon.period),
+            ("network_poll_interval_ms", self.network_poll_interval),
         ] {
             if d.is_zero() || d > MAX_PERIOD {
                 return Err(Error::config_field(
@@ -456,6 +468,20 @@ impl Config {
     /// Sets [`cache_size`](Config::cache_size).
     pub fn cache_size(mut self, n: usize) -> Self {
         self.cache_size = n;
+        self
+    }
+
+    /// Sets [`network_poll_interval`](Config::network_poll_interval).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let c = crust::Config::loopback().network_poll_interval(Duration::from_millis(250));
+    /// assert!(c.validate().is_ok());
+    /// let zero = crust::Config::loopback().network_poll_interval(Duration::ZERO);
+    /// assert!(zero.validate().unwrap_err().to_string().contains("network_poll_interval_ms"));
+    /// ```
+    pub fn network_poll_interval(mut self, every: Duration) -> Self {
+        self.network_poll_interval = every;
         self
     }
 

@@ -81,6 +81,17 @@ pub enum Error {
         /// How long it was silent.
         silent_for: Duration,
     },
+    /// Our local address of the stream left the host (a network change:
+    /// the address was removed, or its interface went down), so the stream
+    /// is dead; it was ended without waiting for the inactivity timeout.
+    /// Reconnect (for example by [`bootstrap`](crate::ServiceController::bootstrap)).
+    #[error("lost {peer}: our address {local} left the host (network change)")]
+    AddressLost {
+        /// The peer.
+        peer: String,
+        /// Our local socket address of the stream.
+        local: std::net::SocketAddr,
+    },
     /// The peer closed the stream (or the stream was closed here).
     #[error("{0}")]
     Closed(String),
@@ -200,6 +211,7 @@ impl Error {
             },
             Error::OtherNetwork { .. } => io::ErrorKind::ConnectionRefused,
             Error::PeerLost { .. } => io::ErrorKind::TimedOut,
+            Error::AddressLost { .. } => io::ErrorKind::ConnectionAborted,
             Error::Closed(_) => io::ErrorKind::NotConnected,
             Error::MessageTooLarge { .. } => io::ErrorKind::InvalidInput,
             Error::Protocol { .. } => io::ErrorKind::InvalidData,

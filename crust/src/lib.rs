@@ -58,6 +58,13 @@
 //!   for the inactivity timeout is reported lost.
 //! - [`Config`]: JSON, strict (unknown fields are errors naming the field,
 //!   file and line).
+//! - Network change ([`netwatch`]): the service reads the host's addresses
+//!   every [`Config::network_poll_interval`]; on a change it re-derives and
+//!   re-announces its accepting endpoints, makes the beacon follow the
+//!   interfaces, ends streams whose local address left the host
+//!   ([`Error::AddressLost`]), and
+//!   [`ServiceController::endpoints_changed`] yields a [`NetworkChange`]
+//!   so you can re-announce.
 //! - [`aio`]: the same service and streams as async, for tokio programs.
 //! - [`proto`]: the sans-IO core (frames, hello, beacon payload, heartbeat
 //!   rules).
@@ -77,6 +84,7 @@ pub mod aio;
 pub mod cache;
 mod config;
 mod error;
+pub mod netwatch;
 pub mod proto;
 mod service;
 mod stream;
@@ -89,6 +97,7 @@ pub use config::{
     BeaconConfig, CACHE_FILE_NAME, CONFIG_ENV, Config, DATA_DIR_ENV, IDENTITY_FILE_NAME, Limits,
 };
 pub use error::{Error, Result};
+pub use netwatch::{EndpointChanges, NetworkChange};
 pub use service::{
     AcceptingEndpoint, BeaconEndpoints, CachedEndpoint, Disabled, Dynamic, EnableError, Enabled,
     EndpointCacheIter, Incoming, MappedEndpoint, Service, ServiceBeaconReceiver,

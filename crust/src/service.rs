@@ -68,10 +68,18 @@ pub struct Service {
     pub controller: ServiceController,
 }
 
-/// Counts of live connections, for the limits.
-#[derive(Debug, Default)]
+/// Counts of live connections, for the limits, and the live streams, for
+/// the network-change driver.
+#[derive(Default)]
 pub(crate) struct Counters {
     state: Mutex<CountState>,
+    pub(crate) live: crate::netwatch::LiveStreams,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -83,7 +91,7 @@ struct CountState {
 /// Holds one connection's place in the [`Counters`]; gives it back on drop.
 #[derive(Debug)]
 pub(crate) struct ConnGuard {
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     key: PublicKey,
     inbound: bool,
 }
@@ -169,7 +177,7 @@ pub(crate) struct Shared {
     config: Config,
     identity: Identity,
     flavor: Flavor,
-    counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
     heart: Arc<Heart>,
     listeners: Mutex<Vec<ListenerEntry>>,
     incoming_tx: mpsc::Sender<Accepted>,
@@ -189,11 +197,19 @@ pub(crate) struct Shared {
     cache_warning: Option<String>,
     /// Recently heard beacon endpoints, for bootstrap.
     heard: Arc<Mutex<VecDeque<Endpoint>>>,
+    /// The host's addresses as last read, and the network-change rules.
+    pub(crate) netwatch: Mutex<crate::netwatch::NetWatch>,
+    /// Network-change events for [`ServiceController::endpoints_changed`].
+    pub(crate) changes: tokio::sync::broadcast::Sender<crate::netwatch::NetworkChange>,
+    next_listener_id: AtomicU64,
 }
 
 struct ListenerEntry {
+    id: u64,
     asked: ListenEndpoint,
     listener: Arc<transport::aio::Listener>,
+    /// Its accepting endpoints, re-derived when the host's addresses change.
+    endpoints: Vec<Endpoint>,
     task: JoinHandle<()>,
 }
 
@@ -324,6 +340,7 @@ impl Connected {
         let peer = self.peer;
         let t = transport::Stream::from_aio(self.t)
             .map_err(|e| Error::io(format!("taking over the stream to {peer}"), e))?;
+        let counters = self.guard.counters.clone();
         let inner = Arc::new(Inner::new(
             t,
             peer,
@@ -332,6 +349,8 @@ impl Connected {
             self.guard,
         ));
         heart.register(&inner);
+        let weak: Weak<dyn crate::netwatch::LocalLoss> = Arc::downgrade(&inner) as _;
+        counters.live.register(weak);
         Ok(inner)
     }
 }
@@ -368,6 +387,10 @@ impl Shared {
             .clamp(Duration::from_millis(10), Duration::from_millis(250));
         let (incoming_tx, incoming_rx) = mpsc::channel(config.limits.accept_queue);
         let (beacon_tx, beacon_rx) = mpsc::channel(BEACON_QUEUE);
+        let watch = crate::netwatch::NetWatch::new(
+            crate::netwatch::read_snapshot(),
+            config.beacon.interfaces.clone(),
+        );
         let (cache_store, cached, cache_warning) = match config.cache_path()? {
             Some(path) => CacheStore::open(&path),
             None => (CacheStore::memory(), Vec::new(), None),
@@ -395,6 +418,9 @@ impl Shared {
             cache_save: Mutex::new(()),
             cache_warning,
             heard: Arc::default(),
+            netwatch: Mutex::new(watch),
+            changes: tokio::sync::broadcast::channel(crate::netwatch::CHANGES_KEPT).0,
+            next_listener_id: AtomicU64::new(0),
             config,
         });
         for le in shared.config.listen.clone() {
@@ -403,6 +429,10 @@ impl Shared {
         if shared.config.beacon.enabled {
             shared.start_beacon()?;
         }
+        crust_runtime::handle().spawn(crate::netwatch::run(
+            Arc::downgrade(&shared),
+            shared.config.network_poll_interval,
+        ));
         log::info!(
             "crust service {} on network {:?} accepting on {}",
             shared.identity.public_key(),
@@ -473,8 +503,47 @@ impl Shared {
     fn endpoints(&self) -> Vec<Endpoint> {
         lock(&self.listeners)
             .iter()
-            .flat_map(|l| l.listener.endpoints().to_vec())
+            .flat_map(|l| l.endpoints.clone())
             .collect()
+    }
+
+    pub(crate) fn public_key(&self) -> PublicKey {
+        self.identity.public_key()
+    }
+
+    /// Each listener's id and bound endpoints (real ports), for the
+    /// network-change driver.
+    pub(crate) fn listener_bounds(&self) -> Vec<(u64, Vec<ListenEndpoint>)> {
+        lock(&self.listeners)
+            .iter()
+            .map(|l| (l.id, bound_of(l)))
+            .collect()
+    }
+
+    /// Replaces listeners' accepting endpoints (by id; listeners removed
+    /// meanwhile are skipped), then re-announces. Returns the endpoints
+    /// before and after, all listeners together.
+    pub(crate) fn set_listener_endpoints(
+        &self,
+        new: &[(u64, Vec<Endpoint>)],
+    ) -> (Vec<Endpoint>, Vec<Endpoint>) {
+        let before = self.endpoints();
+        for l in lock(&self.listeners).iter_mut() {
+            if let Some((_, eps)) = new.iter().find(|(id, _)| *id == l.id) {
+                l.endpoints = eps.clone();
+            }
+        }
+        self.refresh_announcements();
+        (before, self.endpoints())
+    }
+
+    /// Makes the beacon (if on) re-read the interfaces and announce now.
+    pub(crate) fn beacon_follow(&self) {
+        if let Some((ctl, _)) = &lock(&self.beacon).running
+            && let Err(e) = ctl.refresh_interfaces()
+        {
+            log::warn!("cannot make the beacon follow the interfaces: {e}");
+        }
     }
 
     fn our_hello(&self) -> Hello {
@@ -521,9 +590,21 @@ impl Shared {
             max_hellos: self.config.limits.max_pending_handshakes,
         };
         let task = crust_runtime::handle().spawn(accept_loop(listener.clone(), Arc::new(ctx)));
+        let bound: Vec<ListenEndpoint> = listener
+            .local_addrs()
+            .iter()
+            .map(|a| ListenEndpoint::new(le.protocol, *a))
+            .collect();
+        let endpoints = crate::netwatch::listener_endpoints(
+            &bound,
+            lock(&self.netwatch).current(),
+            self.identity.public_key(),
+        );
         lock(&self.listeners).push(ListenerEntry {
+            id: self.next_listener_id.fetch_add(1, Ordering::Relaxed),
             asked: le,
             listener,
+            endpoints,
             task,
         });
         self.refresh_announcements();
@@ -559,7 +640,7 @@ impl Shared {
     }
 
     /// Hands the current endpoints to the hellos and the beacon.
-    fn refresh_announcements(&self) {
+    pub(crate) fn refresh_announcements(&self) {
         *lock(&self.hello) = self.our_hello();
         if let Some((ctl, _)) = &lock(&self.beacon).running
             && let Err(e) = ctl.set_data(self.beacon_payload())
@@ -669,6 +750,15 @@ impl Shared {
             counters: self.counters.clone(),
         }
     }
+}
+
+/// A listener's bound endpoints, with their real ports.
+fn bound_of(l: &ListenerEntry) -> Vec<ListenEndpoint> {
+    l.listener
+        .local_addrs()
+        .iter()
+        .map(|a| ListenEndpoint::new(l.asked.protocol, *a))
+        .collect()
 }
 
 /// What an accept task needs (not the whole service, so the service can
@@ -1685,7 +1775,7 @@ impl ServiceController {
         lock(&self.shared.listeners)
             .iter()
             .flat_map(|l| {
-                let eps = l.listener.endpoints().to_vec();
+                let eps = l.endpoints.clone();
                 l.listener.local_addrs().iter().map(move |a| {
                     let local = ListenEndpoint::new(l.asked.protocol, *a);
                     let known = eps
@@ -1719,6 +1809,27 @@ impl ServiceController {
     /// ```
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.shared.endpoints()
+    }
+
+    /// Network-change events from now on: each time the host's addresses
+    /// change so that our accepting endpoints do (read every
+    /// [`network_poll_interval`](crate::Config::network_poll_interval)),
+    /// a [`NetworkChange`](crate::NetworkChange) with the new endpoints, so
+    /// you can re-announce them. By then the hellos and the beacon already
+    /// carry them, and streams whose local address vanished have been ended
+    /// ([`Error::AddressLost`]). Each call gives an independent receiver.
+    ///
+    /// ```
+    /// # let service = crust::Service::new_from_config(crust::Config::loopback().beacon_enabled(false))?;
+    /// let mut changes = service.controller.endpoints_changed();
+    /// // Loopback does not change here: nothing comes.
+    /// let e = changes.next_timeout(std::time::Duration::from_millis(10)).unwrap_err();
+    /// assert!(matches!(e, crust::Error::TimedOut { .. }));
+    /// // A program would loop: `for change in changes { announce(change.endpoints) }`.
+    /// # Ok::<(), crust::Error>(())
+    /// ```
+    pub fn endpoints_changed(&self) -> crate::EndpointChanges {
+        crate::EndpointChanges::new(self.shared.changes.subscribe())
     }
 
     /// The service's NAT-traversal context (its STUN servers and UPnP

@@ -85,6 +85,7 @@ pub struct Receiver {
 #[derive(Clone, Debug)]
 enum Failure {
     Lost(Duration),
+    AddressLost(SocketAddr),
     Closed(String),
     Protocol(String),
     TooLarge(u64, usize),
@@ -252,6 +253,7 @@ impl Inner {
         let peer = self.peer_name();
         match f {
             Failure::Lost(silent_for) => Error::PeerLost { peer, silent_for },
+            Failure::AddressLost(local) => Error::AddressLost { peer, local },
             Failure::Closed(why) => Error::Closed(why),
             Failure::Protocol(reason) => Error::Protocol { peer, reason },
             Failure::TooLarge(len, max) => Error::MessageTooLarge { len, max },
@@ -504,6 +506,19 @@ impl Inner {
     }
 }
 
+impl crate::netwatch::LocalLoss for Inner {
+    fn local_addr(&self) -> SocketAddr {
+        self.t.local_addr()
+    }
+
+    /// Records the loss and aborts the socket, so a thread blocked in
+    /// `recv` or `send` returns at once with [`Error::AddressLost`].
+    fn local_address_lost(&self) {
+        self.fail(Failure::AddressLost(self.t.local_addr()));
+        self.t.abort();
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.failure().is_none() {
@@ -522,7 +537,9 @@ macro_rules! recv_methods {
         /// # Errors
         ///
         /// [`Error::PeerLost`] when the peer was silent for the inactivity
-        /// timeout, [`Error::Closed`] when it closed the stream,
+        /// timeout, [`Error::AddressLost`] at once when our local address
+        /// left the host (a network change), [`Error::Closed`] when it
+        /// closed the stream,
         /// [`Error::MessageTooLarge`] or [`Error::Protocol`] when it broke
         /// the protocol (the stream is then closed), [`Error::Io`] on a
         /// socket error. Once a stream failed, every call says why.

@@ -732,6 +732,31 @@ pub(crate) fn listen_addrs_to_endpoints(bound: &[ListenEndpoint], key: PublicKey
     expand_listen_addrs(bound, &ifs, key)
 }
 
+/// The endpoints a listener bound to `bound` publishes, given the host's
+/// interface addresses (with their interface index), by the rules of
+/// [`Listener::endpoints`]: an unspecified address becomes every interface
+/// address of its family (IPv6 link-local ones with their scope), routable
+/// addresses first, loopback last. A listener computes them once, at bind
+/// time; call this again with a new address list when the host's addresses
+/// change.
+///
+/// ```
+/// use transport::{Identity, ListenEndpoint};
+/// let key = Identity::generate().public_key();
+/// let bound = [ListenEndpoint::new(transport::Protocol::Tcp, "0.0.0.0:5483".parse().unwrap())];
+/// let ifs = ["127.0.0.1".parse().unwrap(), "198.51.100.7".parse().unwrap()].map(|ip| (ip, Some(1)));
+/// let eps = transport::aio::expand_listen_endpoints(&bound, &ifs, key);
+/// assert_eq!(eps[0].addr, "198.51.100.7:5483".parse().unwrap());
+/// assert_eq!(eps[1].addr, "127.0.0.1:5483".parse().unwrap());
+/// ```
+pub fn expand_listen_endpoints(
+    bound: &[ListenEndpoint],
+    ifs: &[(std::net::IpAddr, Option<u32>)],
+    key: PublicKey,
+) -> Vec<Endpoint> {
+    expand_listen_addrs(bound, ifs, key)
+}
+
 /// The endpoints to publish for `bound`, given the interfaces' addresses
 /// (with their interface index): an unspecified address becomes every
 /// interface address of its family; IPv6 link-local addresses only with

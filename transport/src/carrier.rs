@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::aio::Carrier;
 use crate::endpoint::Protocol;
-use crate::utp::aio::UtpStream;
+use crate::utp::aio::{UtpAbort, UtpStream};
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the state inconsistent in
@@ -37,6 +37,7 @@ pub(crate) struct Utp {
     write_timeout: Mutex<Option<Duration>>,
     peer: SocketAddr,
     local: SocketAddr,
+    abort: UtpAbort,
 }
 
 fn check_timeout(t: Option<Duration>) -> io::Result<()> {
@@ -81,6 +82,7 @@ impl BlockingCarrier {
             }
             Carrier::Utp(s) => {
                 let (peer, local) = (s.peer_addr(), s.local_addr());
+                let abort = s.abort_handle();
                 let (r, w) = tokio::io::split(s);
                 Ok(BlockingCarrier::Utp(Utp {
                     read: Mutex::new(r),
@@ -89,6 +91,7 @@ impl BlockingCarrier {
                     write_timeout: Mutex::new(None),
                     peer,
                     local,
+                    abort,
                 }))
             }
         }
@@ -200,6 +203,18 @@ impl BlockingCarrier {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Ends the connection at once, never blocking: a thread blocked in a
+    /// read or write returns (TCP: shut down both ways, unsent data stays
+    /// unsent; uTP: a RESET).
+    pub(crate) fn abort(&self) {
+        match self {
+            BlockingCarrier::Tcp(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            BlockingCarrier::Utp(u) => u.abort.abort(),
         }
     }
 

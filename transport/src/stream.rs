@@ -275,6 +275,20 @@ impl Stream {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.inner.shutdown(how)
     }
+
+    /// Ends the connection at once without flushing and without blocking:
+    /// threads blocked in a read or write on it return (TCP: the socket is
+    /// shut down both ways; uTP: the connection is reset). For a connection
+    /// known to be dead, such as one whose local address left the host.
+    ///
+    /// ```no_run
+    /// # fn f(stream: &transport::Stream) {
+    /// stream.abort();
+    /// # }
+    /// ```
+    pub fn abort(&self) {
+        self.inner.sock.abort();
+    }
 }
 
 impl Inner {

@@ -852,7 +852,26 @@ pub type UtpReadHalf = UtpReadStream;
 #[deprecated(note = "renamed UtpWriteStream")]
 pub type UtpWriteHalf = UtpWriteStream;
 
+/// Ends a uTP connection from anywhere, while its halves are in use
+/// elsewhere ([`UtpStream::abort_handle`]).
+#[derive(Clone)]
+pub(crate) struct UtpAbort {
+    r: Arc<StreamRef>,
+}
+
+impl UtpAbort {
+    /// As [`UtpStream::abort`].
+    pub(crate) fn abort(&self) {
+        self.r.abort()
+    }
+}
+
 impl UtpStream {
+    /// A handle that aborts this connection, kept apart from its halves.
+    pub(crate) fn abort_handle(&self) -> UtpAbort {
+        UtpAbort { r: self.r.clone() }
+    }
+
     /// Splits the stream into halves that can be used from two tasks (or
     /// threads) at once, without a lock around the stream.
     pub fn split(self) -> (UtpReadStream, UtpWriteStream) {
