@@ -942,9 +942,28 @@ pub(crate) struct DialCtx {
 
 pub(crate) async fn dial(ctx: DialCtx, ep: Endpoint, timeout: Duration) -> Result<Connected> {
     let attempt = async {
-        let mut t = transport::aio::Stream::direct_connect(&ctx.identity, &ep, timeout)
+        let t = transport::aio::Stream::direct_connect(&ctx.identity, &ep, timeout)
             .await
             .map_err(|e| Error::transport(format!("connecting to {ep}"), e))?;
+        send_and_read_hellos(&ctx, t, ep).await
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| Error::TimedOut {
+            what: format!("connecting to {ep}"),
+            after: timeout,
+        })?
+}
+
+/// The dialler's side of the hello exchange on a fresh transport stream to
+/// `ep`: our hello first, then the peer's (or its reject). Both ends of a
+/// rendezvous stream run it, since neither accepted the other.
+pub(crate) async fn send_and_read_hellos(
+    ctx: &DialCtx,
+    mut t: transport::aio::Stream,
+    ep: Endpoint,
+) -> Result<Connected> {
+    {
         let mut out = Vec::new();
         ctx.hello.encode(&mut out);
         let io = |e| Error::io(format!("sending our hello to {ep}"), e);
@@ -1002,13 +1021,7 @@ pub(crate) async fn dial(ctx: DialCtx, ep: Endpoint, timeout: Duration) -> Resul
             settings: ctx.settings.towards(&theirs),
             guard,
         })
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .map_err(|_| Error::TimedOut {
-            what: format!("connecting to {ep}"),
-            after: timeout,
-        })?
+    }
 }
 
 async fn beacon_pump(
