@@ -76,7 +76,10 @@ fn the_server_rate_limits_a_source_prefix() {
     use nat_traversal::stun::{Message, RateLimitConfig, ResponderConfig};
     // A burst of 5 and no refill: exactly 5 answers, whatever the timing.
     let cfg = ResponderConfig::default().rate_limit(Some(
-        RateLimitConfig::default().prefix_burst(5).prefix_rate(0.0),
+        RateLimitConfig::default()
+            .prefix_burst(5)
+            .prefix_rate(0.0)
+            .exempt_loopback(false),
     ));
     let server =
         SimpleUdpHolePunchServer::bind_with("127.0.0.1:0".parse().unwrap(), None, cfg).unwrap();

@@ -33,7 +33,8 @@
 //! the global bucket has one. A flood from one prefix empties its own bucket
 //! and no other; a flood from many prefixes is bounded by the global bucket
 //! (bytes out ≤ (global burst + global rate × time) × the largest answer).
-//! All on the caller's clock (`now`).
+//! Loopback sources are exempt by default (they cannot come from the
+//! network). All on the caller's clock (`now`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -62,6 +63,11 @@ pub struct RateLimitConfig {
     /// The IPv6 prefix length a bucket covers (0 to 128; 56 or 64 are usual
     /// for one customer).
     pub ipv6_prefix_len: u8,
+    /// Whether loopback sources (127.0.0.0/8, ::1) are answered without a
+    /// limit: the kernel drops loopback sources arriving from outside, so
+    /// they cannot be spoofed from the network, and tests and local peers
+    /// on one host share a single /24.
+    pub exempt_loopback: bool,
 }
 
 /// Chainable setters, one per field: start from `RateLimitConfig::default()`.
@@ -112,13 +118,19 @@ impl RateLimitConfig {
         self.ipv6_prefix_len = ipv6_prefix_len;
         self
     }
+
+    /// Sets [`exempt_loopback`](RateLimitConfig::exempt_loopback).
+    pub fn exempt_loopback(mut self, exempt_loopback: bool) -> Self {
+        self.exempt_loopback = exempt_loopback;
+        self
+    }
 }
 
 impl Default for RateLimitConfig {
     /// 4096 prefixes; per prefix a burst of 32 and 16 answers/s (a NAT
     /// discovery needs about 6 requests, a few hosts behind one NAT many
     /// times that); 2000 answers/s in all with a burst of 4000 (at most
-    /// 128 kB/s of answers); /24 and /56.
+    /// 128 kB/s of answers); /24 and /56; loopback exempt.
     fn default() -> RateLimitConfig {
         RateLimitConfig {
             table_capacity: 4096,
@@ -128,6 +140,7 @@ impl Default for RateLimitConfig {
             global_rate: 2000.0,
             ipv4_prefix_len: 24,
             ipv6_prefix_len: 56,
+            exempt_loopback: true,
         }
     }
 }
@@ -300,6 +313,10 @@ impl RateLimiter {
     /// taken).
     fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
         let cfg = &self.cfg;
+        let ip = ip.to_canonical();
+        if cfg.exempt_loopback && ip.is_loopback() {
+            return true;
+        }
         let p = prefix_of(ip, cfg.ipv4_prefix_len, cfg.ipv6_prefix_len);
         self.seq += 1;
         let seq = self.seq;
@@ -726,6 +743,17 @@ mod tests {
         // Clock going backwards does not add tokens.
         assert!(!answered(&mut r, a("192.0.2.10:1"), t0));
         assert_eq!(r.stats().limited, 4);
+        // Loopback is exempt (by default), and not tracked.
+        for _ in 0..10 {
+            assert!(answered(&mut r, a("127.0.0.1:1"), t0));
+            assert!(answered(&mut r, a("[::1]:1"), t0));
+            assert!(answered(&mut r, a("[::ffff:127.0.0.1]:1"), t0));
+        }
+        assert_eq!(r.tracked_prefixes(), 2);
+        let cfg = limit().exempt_loopback(false).prefix_burst(1);
+        let mut r = Responder::new(None, ResponderConfig::default().rate_limit(Some(cfg)), t0);
+        assert!(answered(&mut r, a("127.0.0.1:1"), t0));
+        assert!(!answered(&mut r, a("127.0.0.2:1"), t0));
     }
 
     #[test]
@@ -809,6 +837,7 @@ mod tests {
     #[test]
     fn a_spoofed_flood_from_one_prefix_is_cut_to_its_rate() {
         let (s, legit) = flood(false);
+        println!("one prefix: {s:?}, client answered {legit}/10");
         // 20 MB in; at most the prefix's burst (32) + 16/s × 10 s answers
         // of 40 bytes, plus the legitimate client's 10.
         assert_eq!(s.bytes_in, 20_000_000 + 200);
@@ -823,6 +852,7 @@ mod tests {
     #[test]
     fn a_spoofed_flood_from_many_prefixes_is_bounded_by_the_global_bucket() {
         let (s, legit) = flood(true);
+        println!("many prefixes: {s:?}, client answered {legit}/10");
         // At most the global burst (4000) + 2000/s × 10 s answers.
         let bound = 4000 + 20_000;
         assert!(s.answered <= bound, "{s:?}");
@@ -831,9 +861,10 @@ mod tests {
         assert!(s.answered >= 20_000, "{s:?}");
         // Bytes out per byte in: under 0.05 against 2.0 unlimited.
         assert!(s.bytes_out * 20 < s.bytes_in, "{s:?}");
-        // The client competes with the flood for the global bucket: it is
-        // refused while the bucket is empty (no assertion on how often it
-        // wins; the one-prefix test shows the per-prefix isolation).
-        assert!(legit <= 10);
+        // The client competes with the flood for the global bucket, which
+        // the flood keeps empty: a spoofer at 50 times the global rate from
+        // random prefixes cannot be told from it (run printed: 0 of 10).
+        // The one-prefix test shows the per-prefix isolation.
+        let _ = legit;
     }
 }
