@@ -4,13 +4,17 @@
 //! # Layers
 //!
 //! - sans-IO cores, no sockets and no clock: [`stun`] (codec, Binding
-//!   transaction, responder), [`punch`] (the UDP hole-punching protocol)
-//!   and [`tcp_punch`] (the TCP punch handshake and its race);
-//! - tokio drivers, the async face: [`aio`];
+//!   transaction, rate-limited responder), [`discovery`] (the RFC 5780 NAT
+//!   behaviour tests), [`portmap`] (the UPnP port-mapping policy),
+//!   [`punch`] (the UDP hole-punching protocol) and [`tcp_punch`] (the TCP
+//!   punch handshake and its race); plain types: [`mapping`] (the mapping
+//!   context and its options), [`rendezvous`];
+//! - tokio drivers (`src/driver/`), the async face: [`aio`];
 //! - the blocking API below, run on the shared `crust-runtime` (no thread per
 //!   call): [`MappingContext`], [`MappedUdpSocket`], [`MappedTcpSocket`],
 //!   [`gen_rendezvous_info`], [`PunchedUdpSocket::punch_hole`],
-//!   [`tcp_punch_hole`], [`SimpleUdpHolePunchServer`].
+//!   [`tcp_punch_hole`], [`SimpleUdpHolePunchServer`], and [`diagnose`]
+//!   (what `nat_check` prints).
 //!
 //! # Example: punching between two sockets on one host
 //!
@@ -41,9 +45,12 @@
 
 pub mod aio;
 mod auth;
+pub mod diagnose;
+pub mod discovery;
+mod driver;
 mod error;
-mod igd;
-mod mapping;
+pub mod mapping;
+pub mod portmap;
 pub mod punch;
 pub mod rendezvous;
 pub mod stun;
@@ -53,12 +60,13 @@ use std::io;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+pub use driver::igd::IgdMapping;
+pub use driver::mapping::MappingReport;
 pub use error::{Error, PunchError, Result};
-pub use igd::IgdMapping;
 pub use mapping::{
-    HolePunchServerAddr, IgdGateway, IgdOutcome, MappedSocketAddr, MappingContext, MappingOptions,
-    MappingReport,
+    HolePunchServerAddr, IgdGateway, MappedSocketAddr, MappingContext, MappingOptions,
 };
+pub use portmap::IgdOutcome;
 pub use punch::{PunchConfig, PunchFailure, PunchFailureKind, Punched};
 pub use rendezvous::{
     Filtering, Mapping, NatBehaviour, PrivRendezvousInfo, PubRendezvousInfo, RendezvousDecodeError,
@@ -70,6 +78,35 @@ pub use rendezvous::{
 pub(crate) fn deadline_after(t: std::time::Instant, d: Duration) -> std::time::Instant {
     const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
+}
+
+/// The blocking constructors (the async one is [`aio::discover`]).
+impl MappingContext {
+    /// A context with default options: looks for a UPnP IGD on the local
+    /// network (waiting at most [`MappingOptions::igd_timeout`]) and knows
+    /// no STUN server until [`add_servers`](Self::add_servers).
+    ///
+    /// Sends SSDP multicast on the local network. To stay off the network
+    /// (tests), use [`with_options`](Self::with_options) with `igd: false`.
+    pub fn new() -> Result<MappingContext> {
+        MappingContext::with_options(MappingOptions::default())
+    }
+
+    /// A context with `opts`.
+    ///
+    /// ```
+    /// use nat_traversal::{MappingContext, MappingOptions};
+    /// let mc = MappingContext::with_options(
+    ///     MappingOptions::default()
+    ///         .igd(false)
+    ///         .stun_servers(vec!["127.0.0.1:3478".parse().unwrap()]),
+    /// )
+    /// .unwrap();
+    /// assert_eq!(mc.stun_servers().len(), 1);
+    /// ```
+    pub fn with_options(opts: MappingOptions) -> Result<MappingContext> {
+        crust_runtime::block_on(aio::discover(opts))?
+    }
 }
 
 fn to_tokio_udp(socket: UdpSocket) -> io::Result<tokio::net::UdpSocket> {
@@ -300,18 +337,43 @@ impl SimpleUdpHolePunchServer {
     }
 
     /// A server on `primary`; with `alternate` (another IP and port) it
-    /// also answers RFC 5780 behaviour-discovery requests.
+    /// also answers RFC 5780 behaviour-discovery requests. Answers and rate
+    /// limit: [`stun::ResponderConfig::default`].
     pub fn bind(
         primary: SocketAddr,
         alternate: Option<SocketAddr>,
     ) -> Result<SimpleUdpHolePunchServer> {
-        let server =
-            crust_runtime::block_on(
-                async move { aio::StunServer::bind(primary, alternate).await },
-            )??;
+        SimpleUdpHolePunchServer::bind_with(primary, alternate, stun::ResponderConfig::default())
+    }
+
+    /// Like [`bind`](Self::bind), with what the answers carry and their
+    /// rate limit.
+    ///
+    /// ```
+    /// use nat_traversal::stun::{RateLimitConfig, ResponderConfig};
+    /// let cfg = ResponderConfig::default()
+    ///     .rate_limit(Some(RateLimitConfig::default().prefix_burst(8)));
+    /// let s = nat_traversal::SimpleUdpHolePunchServer::bind_with(
+    ///     "127.0.0.1:0".parse().unwrap(), None, cfg).unwrap();
+    /// assert_eq!(s.addresses().len(), 1);
+    /// assert_eq!(s.stats().answered, 0);
+    /// ```
+    pub fn bind_with(
+        primary: SocketAddr,
+        alternate: Option<SocketAddr>,
+        cfg: stun::ResponderConfig,
+    ) -> Result<SimpleUdpHolePunchServer> {
+        let server = crust_runtime::block_on(async move {
+            aio::StunServer::bind_with(primary, alternate, cfg).await
+        })??;
         Ok(SimpleUdpHolePunchServer {
             server: Some(server),
         })
+    }
+
+    /// What the UDP responder did so far (see [`stun::ResponderStats`]).
+    pub fn stats(&self) -> stun::ResponderStats {
+        self.server.as_ref().map(|s| s.stats()).unwrap_or_default()
     }
 
     /// The UDP addresses it answers on (primary first).

@@ -7,12 +7,14 @@
 //! are in [`crate::aio`].
 
 pub mod codec;
+pub mod responder;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use codec::{Class, DecodeError, Message, TransactionId};
+pub use responder::{RateLimitConfig, Reply, Responder, ResponderConfig, ResponderStats};
 
 /// Timing of a STUN transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +109,11 @@ pub enum StunError {
     },
     /// A success response without a mapped address.
     NoMappedAddress,
+    /// The request could not be sent (no route, another address family).
+    Unreachable {
+        /// The socket's error.
+        reason: String,
+    },
 }
 
 impl fmt::Display for StunError {
@@ -120,6 +127,9 @@ impl fmt::Display for StunError {
             }
             StunError::NoMappedAddress => {
                 write!(f, "STUN success response carries no mapped address")
+            }
+            StunError::Unreachable { reason } => {
+                write!(f, "cannot send to the STUN server: {reason}")
             }
         }
     }
@@ -253,6 +263,14 @@ impl BindingTransaction {
         true
     }
 
+    /// Ends the transaction with `error` (e.g. the driver cannot send:
+    /// [`StunError::Unreachable`]); no effect once it has a result.
+    pub fn fail(&mut self, error: StunError) {
+        if self.result.is_none() {
+            self.result = Some(Err(error));
+        }
+    }
+
     /// The outcome, once there is one.
     pub fn result(&self) -> Option<&Result<BindingResponse, StunError>> {
         self.result.as_ref()
@@ -332,7 +350,8 @@ pub fn reply_to(request: &[u8], from: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The stateless Binding responder of a STUN server.
+/// The stateless Binding responder of a STUN server, without a rate limit
+/// (see [`Responder`] for the one with, and for what an answer carries).
 ///
 /// `local` is the address the request arrived on; `pair` is the server's
 /// RFC 5780 address pair if it has one. Returns the response and the
@@ -362,41 +381,7 @@ pub fn respond(
     if req.class != Some(Class::Request) || req.method != codec::BINDING {
         return None;
     }
-    let mut resp = Message {
-        class: Some(Class::Success),
-        method: codec::BINDING,
-        transaction_id: req.transaction_id,
-        xor_mapped_address: Some(from),
-        mapped_address: Some(from),
-        software: software.map(str::to_string),
-        ..Message::default()
-    };
-    let change = req.change_request.unwrap_or((false, false));
-    let origin = match pair {
-        Some(pair) => {
-            let r = ReplyFrom {
-                change_ip: change.0,
-                change_port: change.1,
-            };
-            let origin = pair.reply_origin(local, r);
-            resp.other_address = Some(pair.other_address(local));
-            origin
-        }
-        None if change != (false, false) => {
-            let err = Message {
-                class: Some(Class::Error),
-                method: codec::BINDING,
-                transaction_id: req.transaction_id,
-                error_code: Some((420, "Unknown Attribute: no alternate address".into())),
-                software: software.map(str::to_string),
-                ..Message::default()
-            };
-            return Some((err.encode(), local));
-        }
-        None => local,
-    };
-    resp.response_origin = Some(origin);
-    Some((resp.encode(), origin))
+    Some(responder::answer(&req, from, local, pair, software, true))
 }
 
 #[cfg(test)]
@@ -463,7 +448,7 @@ mod tests {
         assert!(t.handle_input(&resp, srv));
         let r = t.result().unwrap().as_ref().unwrap();
         assert_eq!(r.mapped, from);
-        assert_eq!(r.response_origin, Some(srv));
+        assert_eq!(r.response_origin, None);
         assert_eq!(r.other_address, None);
     }
 

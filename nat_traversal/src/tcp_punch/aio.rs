@@ -111,7 +111,7 @@ pub async fn tcp_punch_hole(
         while let Some(ep) = core.poll_dial(now) {
             dials.spawn(async move {
                 let r = async {
-                    let sock = crate::aio::reusable_tcp_socket(local)?;
+                    let sock = crate::driver::stun::reusable_tcp_socket(local)?;
                     tokio::time::timeout(CONNECT_TIMEOUT, sock.connect(ep))
                         .await
                         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?

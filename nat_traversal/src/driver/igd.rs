@@ -1,21 +1,20 @@
-//! UPnP IGD port mappings with `igd-next`: bounded discovery, leases renewed
-//! while in use, removal on drop, another port on conflict, and telling a
-//! double NAT or a refusing gateway apart.
+//! The UPnP IGD driver with `igd-next`: bounded discovery, the requests the
+//! policy core ([`crate::portmap`]) asks for, leases renewed while in use,
+//! removal on drop.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use igd_next::{AddPortError, PortMappingProtocol, SearchOptions};
 use tokio::task::JoinHandle;
 
 use crate::Result;
-use crate::mapping::{IgdGateway, IgdOutcome};
+use crate::mapping::IgdGateway;
+use crate::portmap::{AddPortAnswer, IgdOutcome, LeaseRenewal, PortMapAction, PortMapPolicy};
 
 /// The bound on one request to the gateway.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many external ports to try when the gateway says a port is taken.
-const PORT_ATTEMPTS: usize = 8;
 const DESCRIPTION: &str = "crust nat_traversal";
 
 /// Looks for a gateway by SSDP from `local_ip` (any if `None`), waiting at
@@ -124,9 +123,24 @@ fn refusal(e: &AddPortError) -> bool {
     }
 }
 
-/// Maps `lan` (its port first, then other ports on conflict) on `gw`.
-/// `stun_ip` is the external IP STUN servers saw, if any: a gateway whose
-/// external address differs is a double NAT and its mapping is removed.
+/// An `igd-next` answer as the policy sees it.
+fn add_port_answer(
+    r: std::result::Result<std::result::Result<(), AddPortError>, tokio::time::error::Elapsed>,
+) -> AddPortAnswer {
+    match r {
+        Ok(Ok(())) => AddPortAnswer::Mapped,
+        Ok(Err(AddPortError::PortInUse)) => AddPortAnswer::PortInUse,
+        Ok(Err(AddPortError::OnlyPermanentLeasesSupported)) => AddPortAnswer::OnlyPermanentLeases,
+        Ok(Err(e)) if refusal(&e) => AddPortAnswer::Refused(e.to_string()),
+        Ok(Err(e)) => AddPortAnswer::Failed(e.to_string()),
+        Err(_) => AddPortAnswer::NoAnswer,
+    }
+}
+
+/// Maps `lan` on `gw` as [`PortMapPolicy`] decides. `stun_ip` is the
+/// external IP STUN servers saw, if any: a gateway whose external address
+/// differs is a double NAT and its mapping is removed. Every request is
+/// bounded by a 5 s timeout.
 pub(crate) async fn map_port(
     g: &IgdGateway,
     proto: PortMappingProtocol,
@@ -134,116 +148,69 @@ pub(crate) async fn map_port(
     stun_ip: Option<IpAddr>,
     lease: Duration,
 ) -> (IgdOutcome, Option<IgdMapping>) {
-    let ext_ip = match tokio::time::timeout(REQUEST_TIMEOUT, g.gw.get_external_ip()).await {
-        Ok(Ok(ip)) => ip,
-        Ok(Err(e)) => {
-            return (
-                IgdOutcome::Failed {
-                    reason: format!("GetExternalIPAddress: {e}"),
-                },
-                None,
-            );
-        }
-        Err(_) => {
-            return (
-                IgdOutcome::Failed {
-                    reason: "GetExternalIPAddress: no answer".into(),
-                },
-                None,
-            );
-        }
-    };
-    let mut lease_secs = lease.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
-    let mut port = lan.port();
-    let mut last = String::new();
-    let mut mapped = None;
-    let mut refused = 0;
-    for attempt in 0..PORT_ATTEMPTS {
-        if attempt > 0 {
-            port = rand::random_range(20_000..60_000);
-        }
-        match tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            g.gw.add_port(proto, port, lan, lease_secs, DESCRIPTION),
-        )
-        .await
-        {
-            Ok(Ok(())) => {
-                mapped = Some(port);
-                break;
+    let mut policy = PortMapPolicy::new(lan.port(), stun_ip, lease, rand::random());
+    while let Some(action) = policy.poll_action() {
+        match action {
+            PortMapAction::GetExternalIp => {
+                let r = match tokio::time::timeout(REQUEST_TIMEOUT, g.gw.get_external_ip()).await {
+                    Ok(Ok(ip)) => Ok(ip),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer".to_string()),
+                };
+                policy.handle_external_ip(r);
             }
-            Ok(Err(AddPortError::PortInUse)) => {
-                log::debug!("UPnP: external port {port} taken, trying another");
-                last = format!("port {port} in use");
+            PortMapAction::AddPort {
+                external_port,
+                lease_secs,
+            } => {
+                let r = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    g.gw.add_port(proto, external_port, lan, lease_secs, DESCRIPTION),
+                )
+                .await;
+                policy.handle_add_port(add_port_answer(r));
             }
-            Ok(Err(AddPortError::OnlyPermanentLeasesSupported)) if lease_secs != 0 => {
-                // Removed on drop; the lease cannot bound a crash here.
-                lease_secs = 0;
-                port = lan.port();
-                last = "only permanent leases supported".into();
-            }
-            Ok(Err(e)) if refusal(&e) => {
-                refused += 1;
-                last = e.to_string();
-                // A gateway that refuses our own port refuses the others too.
-                if refused >= 2 {
-                    break;
+            PortMapAction::RemovePort { external_port } => {
+                match tokio::time::timeout(REQUEST_TIMEOUT, g.gw.remove_port(proto, external_port))
+                    .await
+                {
+                    Ok(Ok(())) => log::debug!("UPnP mapping of port {external_port} removed"),
+                    Ok(Err(e)) => {
+                        log::warn!("cannot remove UPnP mapping of port {external_port}: {e}")
+                    }
+                    Err(_) => {
+                        log::warn!("the gateway did not answer the removal of port {external_port}")
+                    }
                 }
-            }
-            Ok(Err(e)) => {
-                return (
-                    IgdOutcome::Failed {
-                        reason: format!("AddPortMapping: {e}"),
-                    },
-                    None,
-                );
-            }
-            Err(_) => {
-                return (
-                    IgdOutcome::Failed {
-                        reason: "AddPortMapping: no answer".into(),
-                    },
-                    None,
-                );
             }
         }
     }
-    let Some(port) = mapped else {
-        return if refused > 0 {
-            (IgdOutcome::Refused { reason: last }, None)
-        } else {
-            (
-                IgdOutcome::Failed {
-                    reason: format!("no free external port ({last})"),
-                },
-                None,
-            )
-        };
+    let outcome = policy
+        .outcome()
+        .cloned()
+        .unwrap_or_else(|| IgdOutcome::Failed {
+            reason: "the port-mapping policy stopped without an outcome".into(),
+        });
+    let IgdOutcome::Mapped { external } = outcome else {
+        return (outcome, None);
     };
-    let external = SocketAddr::new(ext_ip, port);
-    let m = IgdMapping {
+    let mut m = IgdMapping {
         gw: g.clone(),
         proto,
         external,
         renew: None,
     };
-    if let Some(s) = stun_ip.filter(|s| *s != ext_ip) {
-        drop(m); // removes it
-        return (
-            IgdOutcome::DoubleNat {
-                gateway_external: ext_ip,
-                stun_external: s,
-            },
-            None,
-        );
-    }
-    let mut m = m;
-    if lease_secs != 0 {
+    let lease_secs = policy.lease_secs();
+    if let Some(every) = policy.renew_every() {
         let gw = g.clone();
-        let every = Duration::from_secs(u64::from(lease_secs).div_ceil(2).max(1));
+        let port = external.port();
         m.renew = Some(crust_runtime::spawn(async move {
+            let mut renewal = LeaseRenewal::new(every, Instant::now());
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep_until(renewal.poll_timeout().into()).await;
+                if !renewal.handle_timeout(Instant::now()) {
+                    continue;
+                }
                 match tokio::time::timeout(
                     REQUEST_TIMEOUT,
                     gw.gw.add_port(proto, port, lan, lease_secs, DESCRIPTION),
