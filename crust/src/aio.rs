@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use transport::{Endpoint, ListenEndpoint, Path, PublicKey};
 
@@ -42,8 +42,8 @@ use crate::stream::lock;
 
 /// Messages a sender may queue ahead of the driver.
 const OUT_QUEUE: usize = 16;
-/// Bytes the driver reads at a time.
-const READ_CHUNK: usize = 16 * 1024;
+/// Messages up to this size go out as one write with their header.
+const COALESCE: usize = 16 * 1024;
 
 /// A running crust service, async: the same public parts as
 /// [`crate::Service`]. Dropping all of them shuts it down.
@@ -471,8 +471,9 @@ async fn drive(
         settings.heartbeat_period,
         settings.inactivity_timeout,
     );
+    // Plaintext not yet decoded: empty (and holding no memory) while the
+    // stream is idle; the transport appends exactly what arrived.
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
     let mut held: Option<Vec<u8>> = None;
     let mut out_open = true;
     let fail = |why: String| {
@@ -506,7 +507,7 @@ async fn drive(
                 }
             }
         }
-        if held.is_none() && buf.capacity() > 4 * READ_CHUNK && buf.is_empty() {
+        if buf.is_empty() && buf.capacity() > 0 {
             buf = Vec::new();
         }
         let now = Instant::now();
@@ -553,7 +554,7 @@ async fn drive(
                     }
                 }
             },
-            got = t.read(&mut chunk), if held.is_none() => match got {
+            got = t.read_append(&mut buf), if held.is_none() => match got {
                 Ok(0) => {
                     fail(if buf.is_empty() {
                         format!("closed: {peer} closed the connection")
@@ -562,10 +563,7 @@ async fn drive(
                     });
                     return;
                 }
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    live.handle_received(Instant::now());
-                }
+                Ok(_) => live.handle_received(Instant::now()),
                 Err(e) => {
                     fail(format!("reading: {e}"));
                     return;
@@ -600,7 +598,7 @@ async fn write_frame(
     head: &[u8],
     body: &[u8],
 ) -> std::io::Result<()> {
-    if body.len() <= READ_CHUNK {
+    if body.len() <= COALESCE {
         let mut one = Vec::with_capacity(head.len() + body.len());
         one.extend_from_slice(head);
         one.extend_from_slice(body);

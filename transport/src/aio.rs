@@ -59,6 +59,11 @@ use crate::utp::aio::{UtpSocket, UtpStream};
 /// the socket.
 pub(crate) const WRITE_BATCH: usize = 128 * 1024;
 
+/// Send buffers between writes: a stream takes one to seal records into and
+/// gives it back once they are all on the wire, so an idle stream holds
+/// none. Kept up to the size one batch grows to.
+pub(crate) static TX_POOL: crate::pool::Pool = crate::pool::Pool::growable(2 * WRITE_BATCH, 8);
+
 /// The byte stream under the encryption: a TCP socket or a uTP connection.
 pub(crate) enum Carrier {
     Tcp(TcpStream),
@@ -224,9 +229,96 @@ impl Stream {
             }
             self.tx_pos += n;
         }
-        self.tx.clear();
+        // All on the wire: the buffer goes back to the pool.
+        TX_POOL.give(std::mem::take(&mut self.tx));
         self.tx_pos = 0;
         Poll::Ready(Ok(()))
+    }
+
+    /// Reads what has arrived, waiting until at least one byte of plaintext
+    /// is there, and appends it to `out`, which grows by exactly that much
+    /// (all the whole records buffered). Returns how many bytes it appended;
+    /// `0` means the peer closed the stream cleanly.
+    ///
+    /// Unlike [`AsyncReadExt::read`](tokio::io::AsyncReadExt::read), the
+    /// caller lends no buffer while it waits, and the stream gives its own
+    /// receive buffer back to a shared pool whenever the socket has nothing
+    /// more: a task that waits here on an idle stream holds no buffer at
+    /// all. Cancel-safe: bytes are appended only when it returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncRead::poll_read`]: the socket's error, `InvalidData` for a
+    /// record that fails authentication, `UnexpectedEof` when the peer
+    /// closed in the middle of a record.
+    ///
+    /// ```no_run
+    /// # async fn demo(s: &mut transport::aio::Stream) -> std::io::Result<()> {
+    /// let mut got = Vec::new();
+    /// while s.read_append(&mut got).await? > 0 {}
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_append(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_append(cx, out)).await
+    }
+
+    /// The poll form of [`read_append`](Stream::read_append).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_append`](Stream::read_append).
+    pub fn poll_read_append(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let avail = self.rx.buffered_len();
+            if avail > 0 {
+                // The plaintext of what is buffered is at most `avail`
+                // bytes: every whole record decrypts straight into `out`.
+                let old = out.len();
+                out.resize(old + avail, 0);
+                match self.rx.read_plain(&mut self.opener, &mut out[old..]) {
+                    Ok(Some(n)) => {
+                        out.truncate(old + n);
+                        return Poll::Ready(Ok(n));
+                    }
+                    Ok(None) => out.truncate(old),
+                    Err(e) => {
+                        out.truncate(old);
+                        return Poll::Ready(Err(e.into()));
+                    }
+                }
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(if self.rx.at_frame_boundary() {
+                    Ok(0)
+                } else {
+                    Err(mid_record_eof(self.peer_addr))
+                });
+            }
+        }
+    }
+
+    /// Reads ciphertext from the socket into the receive buffer. When the
+    /// socket has nothing, the buffer goes back to the pool if it holds
+    /// nothing either.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let spare = self.rx.spare();
+        let mut rb = ReadBuf::new(spare);
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+            Poll::Pending => {
+                self.rx.release_idle();
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                r?;
+                let n = rb.filled().len();
+                self.rx.filled(n);
+                Poll::Ready(Ok(n))
+            }
+        }
     }
 }
 
@@ -283,18 +375,13 @@ impl AsyncRead for Stream {
                 buf.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            let spare = this.rx.spare();
-            let mut rb = ReadBuf::new(spare);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-            let n = rb.filled().len();
-            if n == 0 {
+            if ready!(this.poll_fill(cx))? == 0 {
                 return Poll::Ready(if this.rx.at_frame_boundary() {
                     Ok(())
                 } else {
                     Err(mid_record_eof(this.peer_addr))
                 });
             }
-            this.rx.filled(n);
         }
     }
 }
@@ -316,6 +403,9 @@ impl AsyncWrite for Stream {
         ready!(this.poll_send_pending(cx))?;
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
+        }
+        if this.tx.capacity() == 0 {
+            this.tx = TX_POOL.take();
         }
         let n = this.sealer.seal(buf, &mut this.tx, WRITE_BATCH);
         // Send what the socket takes now; the rest goes out on the next
