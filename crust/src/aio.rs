@@ -453,19 +453,35 @@ impl Receiver {
 /// The stream's driver: reads frames, delivers messages, writes what the
 /// senders queue, heartbeats, and ends the stream when the peer is lost or
 /// gone. One task per stream on the shared runtime.
-async fn drive(
+///
+/// A plain function returning the task's future, so the future holds the
+/// stream once (an `async fn` keeps its arguments beside the locals taken
+/// out of them): an idle stream's task is most of its memory.
+fn drive(
     c: Connected,
+    out: mpsc::Receiver<Out>,
+    inbound: mpsc::Sender<Vec<u8>>,
+    common: Arc<Common>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let Connected {
+        t,
+        peer,
+        settings,
+        guard,
+        ..
+    } = c;
+    run_driver(t, peer, settings, guard, out, inbound, common)
+}
+
+async fn run_driver(
+    mut t: transport::aio::Stream,
+    peer: Endpoint,
+    settings: crate::stream::StreamSettings,
+    _guard: crate::service::ConnGuard,
     mut out: mpsc::Receiver<Out>,
     inbound: mpsc::Sender<Vec<u8>>,
     common: Arc<Common>,
 ) {
-    let Connected {
-        mut t,
-        peer,
-        settings,
-        guard: _guard,
-        ..
-    } = c;
     let mut live = Liveness::new(
         Instant::now(),
         settings.heartbeat_period,
@@ -514,7 +530,7 @@ async fn drive(
         let wake = match live.poll(now) {
             LivenessAction::Wait(at) => at,
             LivenessAction::SendHeartbeat => {
-                if let Err(e) = write_frame(&mut t, &proto::HEARTBEAT_FRAME, &[]).await {
+                if let Err(e) = Box::pin(write_frame(&mut t, &proto::HEARTBEAT_FRAME, &[])).await {
                     fail(format!("sending a heartbeat: {e}"));
                     return;
                 }
@@ -535,7 +551,7 @@ async fn drive(
         };
         if !out_open && inbound.is_closed() {
             // Nobody holds the stream any more.
-            let _ = write_frame(&mut t, &proto::CLOSE_FRAME, &[]).await;
+            let _ = Box::pin(write_frame(&mut t, &proto::CLOSE_FRAME, &[])).await;
             return;
         }
         tokio::select! {
@@ -549,7 +565,7 @@ async fn drive(
                     // The reader is gone: later messages are dropped.
                     held = None;
                     if !out_open {
-                        let _ = write_frame(&mut t, &proto::CLOSE_FRAME, &[]).await;
+                        let _ = Box::pin(write_frame(&mut t, &proto::CLOSE_FRAME, &[])).await;
                         return;
                     }
                 }
@@ -572,14 +588,14 @@ async fn drive(
             msg = out.recv(), if out_open => match msg {
                 Some(Out::Message(m)) => {
                     let header = proto::encode_message_header(m.len() as u32);
-                    if let Err(e) = write_frame(&mut t, &header, &m).await {
+                    if let Err(e) = Box::pin(write_frame(&mut t, &header, &m)).await {
                         fail(format!("sending: {e}"));
                         return;
                     }
                     live.handle_sent(Instant::now());
                 }
                 Some(Out::Close(ack)) => {
-                    let r = write_frame(&mut t, &proto::CLOSE_FRAME, &[]).await;
+                    let r = Box::pin(write_frame(&mut t, &proto::CLOSE_FRAME, &[])).await;
                     let _ = t.shutdown().await;
                     fail("closed: the stream was closed here".into());
                     let _ = ack.send(r.map_err(|e| Error::io(format!("closing the stream to {peer}"), e)));

@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::handshake::{self, FirstMessage, Responded};
 use crate::identity::{Identity, PublicKey};
 use crate::proto::{Opener, RecvBuf, Sealer, Session};
-use crate::utp::aio::{UtpSocket, UtpStream};
+use crate::utp::aio::{UtpSocket, UtpStream, WeakUtpSocket};
 
 /// How many plaintext bytes one write seals at most before handing them to
 /// the socket.
@@ -322,6 +322,30 @@ impl Stream {
     }
 }
 
+/// The UDP sockets that outgoing uTP connections share, one per address
+/// family, so 1,000 connections cost one socket, one driver task and one
+/// datagram buffer, not 1,000. Held weakly: a socket (and its driver task)
+/// ends once its last stream is dropped and its FINs are acked, and the
+/// next connect binds a new one.
+static UTP_DIAL: std::sync::Mutex<[Option<WeakUtpSocket>; 2]> = std::sync::Mutex::new([None, None]);
+
+/// The shared dialling socket of the family, bound now if none is alive.
+fn utp_dial_socket(v4: bool) -> io::Result<UtpSocket> {
+    let mut slots = UTP_DIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = &mut slots[usize::from(!v4)];
+    if let Some(s) = slot.as_ref().and_then(WeakUtpSocket::upgrade) {
+        return Ok(s);
+    }
+    let unspecified: SocketAddr = if v4 {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UtpSocket::from_std(std::net::UdpSocket::bind(unspecified)?)?;
+    *slot = Some(sock.downgrade());
+    Ok(sock)
+}
+
 async fn connect_one(identity: &Identity, ep: &Endpoint, timeout: Duration) -> Result<Stream> {
     let attempt = async {
         let mut io = match ep.protocol {
@@ -334,17 +358,8 @@ async fn connect_one(identity: &Identity, ep: &Endpoint, timeout: Duration) -> R
                 Carrier::Tcp(io)
             }
             Protocol::Utp => {
-                // One UDP socket per outgoing connection: its driver task
-                // ends when the stream is dropped (after the FIN is acked).
-                let unspecified: SocketAddr = if ep.addr.is_ipv4() {
-                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
                 let fail = |e| Error::io(format!("connecting to {ep}"), e);
-                let sock =
-                    UtpSocket::from_std(std::net::UdpSocket::bind(unspecified).map_err(fail)?)
-                        .map_err(fail)?;
+                let sock = utp_dial_socket(ep.addr.is_ipv4()).map_err(fail)?;
                 Carrier::Utp(sock.connect(ep.addr).await.map_err(fail)?)
             }
         };
