@@ -163,7 +163,7 @@ fn raise_nofile() -> (u64, u64) {
             r.rlim_cur = r.rlim_max;
         }
     }
-    (r.rlim_cur as u64, r.rlim_max as u64)
+    (r.rlim_cur, r.rlim_max)
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -671,7 +671,6 @@ fn phase(kind: &str, n: usize, label: &str, opts: &Opts) -> Idle {
     std::thread::sleep(settle);
     let at = [listener.stats(), dialer.stats()];
     let mut idle = Idle { rss: [0.0; 2] };
-    let tag = if kind == "utp" { "utp" } else { "tcp" };
     let (conns_name, what) = match kind {
         "plain" => ("10k", "plain_tokio_tcp_conn_end".to_owned()),
         "tcp" => ("10k", "idle_tcp_conn_end".to_owned()),
@@ -805,7 +804,6 @@ fn phase(kind: &str, n: usize, label: &str, opts: &Opts) -> Idle {
             );
         }
     }
-    let _ = tag;
     listener.quit();
     dialer.quit();
     idle
