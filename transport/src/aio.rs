@@ -1010,6 +1010,46 @@ async fn admission_driver(
 mod tests {
     use super::*;
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_append_appends_exactly_what_arrived_then_zero_at_the_end() {
+        use tokio::io::AsyncWriteExt;
+        let limit = Duration::from_secs(10);
+        let listener = Listener::bind(&Identity::generate(), "tcp://127.0.0.1:0")
+            .await
+            .unwrap();
+        let ep = listener.endpoints()[0];
+        let client = tokio::spawn(async move {
+            let mut s = Stream::direct_connect(&Identity::generate(), &ep, limit)
+                .await
+                .unwrap();
+            s.write_all(b"hello ").await.unwrap();
+            s.flush().await.unwrap();
+            s.write_all(&vec![7u8; 200_000]).await.unwrap();
+            s.shutdown().await.unwrap();
+        });
+        let mut s = tokio::time::timeout(limit, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = Vec::new();
+        loop {
+            let before = got.len();
+            let n = tokio::time::timeout(limit, s.read_append(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.len(), before + n, "grows by exactly what it returns");
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 6 + 200_000);
+        assert_eq!(&got[..6], b"hello ");
+        assert!(got[6..].iter().all(|&b| b == 7));
+        assert_eq!(s.rx.buffered_len(), 0);
+        client.await.unwrap();
+    }
+
     #[test]
     fn published_endpoints_routable_first_loopback_last_scoped_link_local() {
         let key = Identity::from_secret_bytes([1; 32]).public_key();

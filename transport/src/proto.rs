@@ -1027,6 +1027,47 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_idle_buffer_holds_no_memory_and_a_partial_frame_keeps_its_own() {
+        let (a, b) = pair();
+        let (_, mut sealer) = a.split();
+        let (mut opener, _) = b.split();
+        let mut rx = RecvBuf::new();
+        assert_eq!(rx.buf.capacity(), 0, "a new buffer allocates nothing");
+        let mut wire = Vec::new();
+        sealer.seal(b"one", &mut wire, usize::MAX);
+        sealer.seal(b"two", &mut wire, usize::MAX);
+        let cut = wire.len() - 5;
+        feed(&mut rx, &wire[..cut]);
+        let mut out = [0u8; 64];
+        assert_eq!(rx.read_plain(&mut opener, &mut out).unwrap(), Some(3));
+        assert_eq!(&out[..3], b"one");
+        rx.release_idle();
+        assert!(!rx.buf.is_empty(), "a partial frame keeps its buffer");
+        feed(&mut rx, &wire[cut..]);
+        assert_eq!(rx.read_plain(&mut opener, &mut out).unwrap(), Some(3));
+        assert_eq!(&out[..3], b"two");
+        rx.release_idle();
+        assert_eq!((rx.buf.capacity(), rx.buffered_len()), (0, 0));
+        // A record bigger than the reader's buffer: its plaintext waits in
+        // a buffer that is given back only once it was all read.
+        let big = vec![9u8; 1000];
+        let mut wire = Vec::new();
+        sealer.seal(&big, &mut wire, usize::MAX);
+        feed(&mut rx, &wire);
+        let mut got = Vec::new();
+        while let Some(n) = rx.read_plain(&mut opener, &mut out).unwrap() {
+            got.extend_from_slice(&out[..n]);
+            if got.len() < big.len() {
+                rx.release_idle();
+                assert!(!rx.plain.is_empty(), "undelivered plaintext is kept");
+            }
+        }
+        assert_eq!(got, big);
+        rx.release_idle();
+        assert_eq!((rx.buf.capacity(), rx.plain.capacity()), (0, 0));
+    }
+
     const WIRE_MD: &str = include_str!("../../docs/wire.md");
 
     /// The keys of the worked examples in `docs/wire.md`.
