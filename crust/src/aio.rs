@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use transport::{Endpoint, ListenEndpoint, Path, PublicKey};
 
@@ -42,8 +42,8 @@ use crate::stream::lock;
 
 /// Messages a sender may queue ahead of the driver.
 const OUT_QUEUE: usize = 16;
-/// Bytes the driver reads at a time.
-const READ_CHUNK: usize = 16 * 1024;
+/// Messages up to this size go out as one write with their header.
+const COALESCE: usize = 16 * 1024;
 
 /// A running crust service, async: the same public parts as
 /// [`crate::Service`]. Dropping all of them shuts it down.
@@ -516,26 +516,43 @@ impl Receiver {
 /// The stream's driver: reads frames, delivers messages, writes what the
 /// senders queue, heartbeats, and ends the stream when the peer is lost or
 /// gone. One task per stream on the shared runtime.
-async fn drive(
+///
+/// A plain function returning the task's future, so the future holds the
+/// stream once (an `async fn` keeps its arguments beside the locals taken
+/// out of them): an idle stream's task is most of its memory.
+fn drive(
     c: Connected,
+    out: mpsc::Receiver<Out>,
+    inbound: mpsc::Sender<Vec<u8>>,
+    common: Arc<Common>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let Connected {
+        t,
+        peer,
+        settings,
+        guard,
+        ..
+    } = c;
+    run_driver(t, peer, settings, guard, out, inbound, common)
+}
+
+async fn run_driver(
+    mut t: transport::aio::Stream,
+    peer: Endpoint,
+    settings: crate::stream::StreamSettings,
+    _guard: crate::service::ConnGuard,
     mut out: mpsc::Receiver<Out>,
     inbound: mpsc::Sender<Vec<u8>>,
     common: Arc<Common>,
 ) {
-    let Connected {
-        mut t,
-        peer,
-        settings,
-        guard: _guard,
-        ..
-    } = c;
     let mut live = Liveness::new(
         Instant::now(),
         settings.heartbeat_period,
         settings.inactivity_timeout,
     );
+    // Plaintext not yet decoded: empty (and holding no memory) while the
+    // stream is idle; the transport appends exactly what arrived.
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
     let mut held: Option<Vec<u8>> = None;
     let mut out_open = true;
     let fail = |why: String| {
@@ -569,14 +586,14 @@ async fn drive(
                 }
             }
         }
-        if held.is_none() && buf.capacity() > 4 * READ_CHUNK && buf.is_empty() {
+        if buf.is_empty() && buf.capacity() > 0 {
             buf = Vec::new();
         }
         let now = Instant::now();
         let wake = match live.poll(now) {
             LivenessAction::Wait(at) => at,
             LivenessAction::SendHeartbeat => {
-                if let Err(e) = write_frame(&mut t, &proto::HEARTBEAT_FRAME, &[]).await {
+                if let Err(e) = Box::pin(write_frame(&mut t, &proto::HEARTBEAT_FRAME, &[])).await {
                     fail(format!("sending a heartbeat: {e}"));
                     return;
                 }
@@ -597,7 +614,7 @@ async fn drive(
         };
         if !out_open && inbound.is_closed() {
             // Nobody holds the stream any more.
-            let _ = write_frame(&mut t, &proto::CLOSE_FRAME, &[]).await;
+            let _ = Box::pin(write_frame(&mut t, &proto::CLOSE_FRAME, &[])).await;
             return;
         }
         tokio::select! {
@@ -611,12 +628,12 @@ async fn drive(
                     // The reader is gone: later messages are dropped.
                     held = None;
                     if !out_open {
-                        let _ = write_frame(&mut t, &proto::CLOSE_FRAME, &[]).await;
+                        let _ = Box::pin(write_frame(&mut t, &proto::CLOSE_FRAME, &[])).await;
                         return;
                     }
                 }
             },
-            got = t.read(&mut chunk), if held.is_none() => match got {
+            got = t.read_append(&mut buf), if held.is_none() => match got {
                 Ok(0) => {
                     fail(if buf.is_empty() {
                         format!("closed: {peer} closed the connection")
@@ -625,10 +642,7 @@ async fn drive(
                     });
                     return;
                 }
-                Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
-                    live.handle_received(Instant::now());
-                }
+                Ok(_) => live.handle_received(Instant::now()),
                 Err(e) => {
                     fail(format!("reading: {e}"));
                     return;
@@ -637,14 +651,14 @@ async fn drive(
             msg = out.recv(), if out_open => match msg {
                 Some(Out::Message(m)) => {
                     let header = proto::encode_message_header(m.len() as u32);
-                    if let Err(e) = write_frame(&mut t, &header, &m).await {
+                    if let Err(e) = Box::pin(write_frame(&mut t, &header, &m)).await {
                         fail(format!("sending: {e}"));
                         return;
                     }
                     live.handle_sent(Instant::now());
                 }
                 Some(Out::Close(ack)) => {
-                    let r = write_frame(&mut t, &proto::CLOSE_FRAME, &[]).await;
+                    let r = Box::pin(write_frame(&mut t, &proto::CLOSE_FRAME, &[])).await;
                     let _ = t.shutdown().await;
                     fail("closed: the stream was closed here".into());
                     let _ = ack.send(r.map_err(|e| Error::io(format!("closing the stream to {peer}"), e)));
@@ -667,7 +681,7 @@ async fn write_frame(
     head: &[u8],
     body: &[u8],
 ) -> std::io::Result<()> {
-    if body.len() <= READ_CHUNK {
+    if body.len() <= COALESCE {
         let mut one = Vec::with_capacity(head.len() + body.len());
         one.extend_from_slice(head);
         one.extend_from_slice(body);

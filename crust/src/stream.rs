@@ -18,6 +18,9 @@ use crate::service::ConnGuard;
 const BACKGROUND_HOLD: usize = 64 * 1024;
 /// The smallest free space a read offers the transport.
 const MIN_READ: usize = 16 * 1024;
+/// What a background read takes at a time, on the stack: an idle stream's
+/// heartbeats pass through it, so it holds no buffer between them.
+const TICK_READ: usize = 2 * 1024;
 /// Messages up to this size are copied behind their header and sent in one
 /// write (one record); larger ones go out in place after it.
 const COALESCE: usize = 16 * 1024;
@@ -472,11 +475,13 @@ impl Inner {
                 holding = true;
                 break;
             }
-            rd.reserve(MIN_READ);
-            let end = rd.end;
-            match self.t.read_nonblocking(&mut rd.buf[end..]) {
+            let mut scratch = [0u8; TICK_READ];
+            match self.t.read_nonblocking(&mut scratch) {
                 Ok(0) => rd.eof = true,
                 Ok(n) => {
+                    rd.reserve(n);
+                    let end = rd.end;
+                    rd.buf[end..end + n].copy_from_slice(&scratch[..n]);
                     rd.end += n;
                     self.last_received.store(self.stamp(now), Ordering::Relaxed);
                 }
@@ -488,8 +493,10 @@ impl Inner {
                 }
             }
         }
-        if rd.pending().is_empty() && !rd.eof && rd.buf.len() > MIN_READ {
+        if rd.pending().is_empty() && !rd.eof && !rd.buf.is_empty() {
             rd.buf = Vec::new();
+            rd.start = 0;
+            rd.end = 0;
         }
         if rd.eof {
             // The user learns it at the next recv; nothing more to watch.

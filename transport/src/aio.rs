@@ -53,11 +53,16 @@ use crate::error::{Error, Result};
 use crate::handshake::{self, FirstMessage, Responded};
 use crate::identity::{Identity, PublicKey};
 use crate::proto::{Opener, RecvBuf, Sealer, Session};
-use crate::utp::aio::{UtpSocket, UtpStream};
+use crate::utp::aio::{UtpSocket, UtpStream, WeakUtpSocket};
 
 /// How many plaintext bytes one write seals at most before handing them to
 /// the socket.
 pub(crate) const WRITE_BATCH: usize = 128 * 1024;
+
+/// Send buffers between writes: a stream takes one to seal records into and
+/// gives it back once they are all on the wire, so an idle stream holds
+/// none. Kept up to the size one batch grows to.
+pub(crate) static TX_POOL: crate::pool::Pool = crate::pool::Pool::growable(2 * WRITE_BATCH, 8);
 
 /// The byte stream under the encryption: a TCP socket or a uTP connection.
 pub(crate) enum Carrier {
@@ -241,10 +246,121 @@ impl Stream {
             }
             self.tx_pos += n;
         }
-        self.tx.clear();
+        // All on the wire: the buffer goes back to the pool.
+        TX_POOL.give(std::mem::take(&mut self.tx));
         self.tx_pos = 0;
         Poll::Ready(Ok(()))
     }
+
+    /// Reads what has arrived, waiting until at least one byte of plaintext
+    /// is there, and appends it to `out`, which grows by exactly that much
+    /// (all the whole records buffered). Returns how many bytes it appended;
+    /// `0` means the peer closed the stream cleanly.
+    ///
+    /// Unlike [`AsyncReadExt::read`](tokio::io::AsyncReadExt::read), the
+    /// caller lends no buffer while it waits, and the stream gives its own
+    /// receive buffer back to a shared pool whenever the socket has nothing
+    /// more: a task that waits here on an idle stream holds no buffer at
+    /// all. Cancel-safe: bytes are appended only when it returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`AsyncRead::poll_read`]: the socket's error, `InvalidData` for a
+    /// record that fails authentication, `UnexpectedEof` when the peer
+    /// closed in the middle of a record.
+    ///
+    /// ```no_run
+    /// # async fn demo(s: &mut transport::aio::Stream) -> std::io::Result<()> {
+    /// let mut got = Vec::new();
+    /// while s.read_append(&mut got).await? > 0 {}
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_append(&mut self, out: &mut Vec<u8>) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_read_append(cx, out)).await
+    }
+
+    /// The poll form of [`read_append`](Stream::read_append).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_append`](Stream::read_append).
+    pub fn poll_read_append(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let avail = self.rx.buffered_len();
+            if avail > 0 {
+                // The plaintext of what is buffered is at most `avail`
+                // bytes: every whole record decrypts straight into `out`.
+                let old = out.len();
+                out.resize(old + avail, 0);
+                match self.rx.read_plain(&mut self.opener, &mut out[old..]) {
+                    Ok(Some(n)) => {
+                        out.truncate(old + n);
+                        return Poll::Ready(Ok(n));
+                    }
+                    Ok(None) => out.truncate(old),
+                    Err(e) => {
+                        out.truncate(old);
+                        return Poll::Ready(Err(e.into()));
+                    }
+                }
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(if self.rx.at_frame_boundary() {
+                    Ok(0)
+                } else {
+                    Err(mid_record_eof(self.peer_addr))
+                });
+            }
+        }
+    }
+
+    /// Reads ciphertext from the socket into the receive buffer. When the
+    /// socket has nothing, the buffer goes back to the pool if it holds
+    /// nothing either.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let spare = self.rx.spare();
+        let mut rb = ReadBuf::new(spare);
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+            Poll::Pending => {
+                self.rx.release_idle();
+                Poll::Pending
+            }
+            Poll::Ready(r) => {
+                r?;
+                let n = rb.filled().len();
+                self.rx.filled(n);
+                Poll::Ready(Ok(n))
+            }
+        }
+    }
+}
+
+/// The UDP sockets that outgoing uTP connections share, one per address
+/// family, so 1,000 connections cost one socket, one driver task and one
+/// datagram buffer, not 1,000. Held weakly: a socket (and its driver task)
+/// ends once its last stream is dropped and its FINs are acked, and the
+/// next connect binds a new one.
+static UTP_DIAL: std::sync::Mutex<[Option<WeakUtpSocket>; 2]> = std::sync::Mutex::new([None, None]);
+
+/// The shared dialling socket of the family, bound now if none is alive.
+fn utp_dial_socket(v4: bool) -> io::Result<UtpSocket> {
+    let mut slots = UTP_DIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let slot = &mut slots[usize::from(!v4)];
+    if let Some(s) = slot.as_ref().and_then(WeakUtpSocket::upgrade) {
+        return Ok(s);
+    }
+    let unspecified: SocketAddr = if v4 {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UtpSocket::from_std(std::net::UdpSocket::bind(unspecified)?)?;
+    *slot = Some(sock.downgrade());
+    Ok(sock)
 }
 
 async fn connect_one(identity: &Identity, ep: &Endpoint, timeout: Duration) -> Result<Stream> {
@@ -259,17 +375,8 @@ async fn connect_one(identity: &Identity, ep: &Endpoint, timeout: Duration) -> R
                 Carrier::Tcp(io)
             }
             Protocol::Utp => {
-                // One UDP socket per outgoing connection: its driver task
-                // ends when the stream is dropped (after the FIN is acked).
-                let unspecified: SocketAddr = if ep.addr.is_ipv4() {
-                    (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
                 let fail = |e| Error::io(format!("connecting to {ep}"), e);
-                let sock =
-                    UtpSocket::from_std(std::net::UdpSocket::bind(unspecified).map_err(fail)?)
-                        .map_err(fail)?;
+                let sock = utp_dial_socket(ep.addr.is_ipv4()).map_err(fail)?;
                 Carrier::Utp(sock.connect(ep.addr).await.map_err(fail)?)
             }
         };
@@ -300,18 +407,13 @@ impl AsyncRead for Stream {
                 buf.advance(n);
                 return Poll::Ready(Ok(()));
             }
-            let spare = this.rx.spare();
-            let mut rb = ReadBuf::new(spare);
-            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-            let n = rb.filled().len();
-            if n == 0 {
+            if ready!(this.poll_fill(cx))? == 0 {
                 return Poll::Ready(if this.rx.at_frame_boundary() {
                     Ok(())
                 } else {
                     Err(mid_record_eof(this.peer_addr))
                 });
             }
-            this.rx.filled(n);
         }
     }
 }
@@ -333,6 +435,9 @@ impl AsyncWrite for Stream {
         ready!(this.poll_send_pending(cx))?;
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
+        }
+        if this.tx.capacity() == 0 {
+            this.tx = TX_POOL.take();
         }
         let n = this.sealer.seal(buf, &mut this.tx, WRITE_BATCH);
         // Send what the socket takes now; the rest goes out on the next
@@ -946,6 +1051,46 @@ async fn admission_driver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_append_appends_exactly_what_arrived_then_zero_at_the_end() {
+        use tokio::io::AsyncWriteExt;
+        let limit = Duration::from_secs(10);
+        let listener = Listener::bind(&Identity::generate(), "tcp://127.0.0.1:0")
+            .await
+            .unwrap();
+        let ep = listener.endpoints()[0];
+        let client = tokio::spawn(async move {
+            let mut s = Stream::direct_connect(&Identity::generate(), &ep, limit)
+                .await
+                .unwrap();
+            s.write_all(b"hello ").await.unwrap();
+            s.flush().await.unwrap();
+            s.write_all(&vec![7u8; 200_000]).await.unwrap();
+            s.shutdown().await.unwrap();
+        });
+        let mut s = tokio::time::timeout(limit, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = Vec::new();
+        loop {
+            let before = got.len();
+            let n = tokio::time::timeout(limit, s.read_append(&mut got))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.len(), before + n, "grows by exactly what it returns");
+            if n == 0 {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 6 + 200_000);
+        assert_eq!(&got[..6], b"hello ");
+        assert!(got[6..].iter().all(|&b| b == 7));
+        assert_eq!(s.rx.buffered_len(), 0);
+        client.await.unwrap();
+    }
 
     #[test]
     fn published_endpoints_routable_first_loopback_last_scoped_link_local() {

@@ -74,6 +74,7 @@ mod handshake;
 mod identity;
 mod listener;
 mod path;
+mod pool;
 pub mod proto;
 pub mod rendezvous;
 mod stream;

@@ -735,10 +735,17 @@ const RECV_INITIAL: usize = 16 * 1024;
 /// Grow or compact before offering less room than this to a read.
 const MIN_READ: usize = 4096;
 
+/// Receive buffers of the first size, kept for the next stream that reads.
+static RECV_POOL: crate::pool::Pool = crate::pool::Pool::fixed(RECV_INITIAL, 32);
+/// Buffers for one decrypted record that did not fit a reader's buffer.
+static PLAIN_POOL: crate::pool::Pool = crate::pool::Pool::fixed(MAX_FRAME_LEN, 8);
+
 /// The receive side's buffer: ciphertext read from the socket and plaintext
-/// not yet handed to the reader. It starts at 16 KiB and never exceeds two
-/// maximum frames plus one decrypted record: a peer cannot make it grow
-/// beyond that.
+/// not yet handed to the reader. It holds no memory until bytes arrive
+/// ([`spare`](RecvBuf::spare) takes a 16 KiB buffer from a process-wide
+/// pool), gives it back with [`release_idle`](RecvBuf::release_idle) once
+/// everything buffered was read, and never exceeds two maximum frames plus
+/// one decrypted record: a peer cannot make it grow beyond that.
 ///
 /// Protocol: put socket bytes into [`spare`](RecvBuf::spare), report them
 /// with [`filled`](RecvBuf::filled), then call
@@ -761,10 +768,11 @@ impl Default for RecvBuf {
 }
 
 impl RecvBuf {
-    /// An empty buffer.
+    /// An empty buffer; it allocates nothing until [`spare`](RecvBuf::spare)
+    /// is called.
     pub fn new() -> RecvBuf {
         RecvBuf {
-            buf: vec![0u8; RECV_INITIAL],
+            buf: Vec::new(),
             start: 0,
             end: 0,
             plain: Vec::new(),
@@ -780,6 +788,9 @@ impl RecvBuf {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+        }
+        if self.buf.is_empty() {
+            self.buf = RECV_POOL.take();
         }
         // Bytes needed from `start` for the next whole frame.
         let need = if self.end - self.start >= 2 {
@@ -803,6 +814,40 @@ impl RecvBuf {
             self.buf.resize(len, 0);
         }
         &mut self.buf[self.end..]
+    }
+
+    /// Gives the buffers back to the process-wide pool when nothing is
+    /// buffered (no partial frame, no undelivered plaintext): call it when
+    /// the socket has nothing more to read, so an idle stream holds no
+    /// buffer. Does nothing while bytes are buffered.
+    ///
+    /// ```
+    /// let mut rx = transport::proto::RecvBuf::new();
+    /// assert!(!rx.spare().is_empty());
+    /// rx.release_idle();
+    /// assert_eq!(rx.buffered_len(), 0);
+    /// ```
+    pub fn release_idle(&mut self) {
+        if self.start != self.end || self.has_plain() {
+            return;
+        }
+        self.start = 0;
+        self.end = 0;
+        if !self.buf.is_empty() {
+            RECV_POOL.give(std::mem::take(&mut self.buf));
+        }
+        if !self.plain.is_empty() {
+            PLAIN_POOL.give(std::mem::take(&mut self.plain));
+            self.plain_start = 0;
+            self.plain_end = 0;
+        }
+    }
+
+    /// How many bytes are buffered: ciphertext not yet decrypted plus
+    /// decrypted plaintext not yet read. The plaintext still to come out
+    /// of them is at most this long.
+    pub fn buffered_len(&self) -> usize {
+        (self.end - self.start) + (self.plain_end - self.plain_start)
     }
 
     /// Records that `n` bytes were written into [`spare`](RecvBuf::spare).
@@ -918,7 +963,7 @@ impl RecvBuf {
                     .map(|n| (n, true))
             } else if written == 0 {
                 if self.plain.len() < len {
-                    self.plain.resize(MAX_FRAME_LEN, 0);
+                    self.plain = PLAIN_POOL.take();
                 }
                 opener
                     .open(&self.buf[body], &mut self.plain)
@@ -980,6 +1025,47 @@ mod tests {
             rx.filled(n);
             off += n;
         }
+    }
+
+    #[test]
+    fn an_idle_buffer_holds_no_memory_and_a_partial_frame_keeps_its_own() {
+        let (a, b) = pair();
+        let (_, mut sealer) = a.split();
+        let (mut opener, _) = b.split();
+        let mut rx = RecvBuf::new();
+        assert_eq!(rx.buf.capacity(), 0, "a new buffer allocates nothing");
+        let mut wire = Vec::new();
+        sealer.seal(b"one", &mut wire, usize::MAX);
+        sealer.seal(b"two", &mut wire, usize::MAX);
+        let cut = wire.len() - 5;
+        feed(&mut rx, &wire[..cut]);
+        let mut out = [0u8; 64];
+        assert_eq!(rx.read_plain(&mut opener, &mut out).unwrap(), Some(3));
+        assert_eq!(&out[..3], b"one");
+        rx.release_idle();
+        assert!(!rx.buf.is_empty(), "a partial frame keeps its buffer");
+        feed(&mut rx, &wire[cut..]);
+        assert_eq!(rx.read_plain(&mut opener, &mut out).unwrap(), Some(3));
+        assert_eq!(&out[..3], b"two");
+        rx.release_idle();
+        assert_eq!((rx.buf.capacity(), rx.buffered_len()), (0, 0));
+        // A record bigger than the reader's buffer: its plaintext waits in
+        // a buffer that is given back only once it was all read.
+        let big = vec![9u8; 1000];
+        let mut wire = Vec::new();
+        sealer.seal(&big, &mut wire, usize::MAX);
+        feed(&mut rx, &wire);
+        let mut got = Vec::new();
+        while let Some(n) = rx.read_plain(&mut opener, &mut out).unwrap() {
+            got.extend_from_slice(&out[..n]);
+            if got.len() < big.len() {
+                rx.release_idle();
+                assert!(!rx.plain.is_empty(), "undelivered plaintext is kept");
+            }
+        }
+        assert_eq!(got, big);
+        rx.release_idle();
+        assert_eq!((rx.buf.capacity(), rx.plain.capacity()), (0, 0));
     }
 
     const WIRE_MD: &str = include_str!("../../docs/wire.md");

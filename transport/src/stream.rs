@@ -5,7 +5,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::aio::{self, WRITE_BATCH};
+use crate::aio::{self, TX_POOL, WRITE_BATCH};
 use crate::carrier::{BlockingCarrier, lock};
 use crate::endpoint::{Endpoint, Protocol, ToEndpoints};
 use crate::error::{Error, Result};
@@ -329,9 +329,16 @@ impl Inner {
                 Ok(n) => st.rx.filled(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if wait == Wait::No && e.kind() == io::ErrorKind::WouldBlock => {
+                    // Nothing more to read: an idle stream holds no buffer.
+                    st.rx.release_idle();
                     return Err(e);
                 }
-                Err(e) => return Err(self.io_error("reading from", e, self.sock.read_timeout())),
+                Err(e) => {
+                    if Self::is_timeout(&e) {
+                        st.rx.release_idle();
+                    }
+                    return Err(self.io_error("reading from", e, self.sock.read_timeout()));
+                }
             }
         }
     }
@@ -409,7 +416,8 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        st.tx.clear();
+        // All on the wire: the buffer goes back to the pool.
+        TX_POOL.give(std::mem::take(&mut st.tx));
         st.sent = 0;
         Ok(())
     }
@@ -451,6 +459,9 @@ impl Inner {
             return Err(self.write_failed(st, e));
         }
         let nonce = st.sealer.nonce();
+        if st.tx.capacity() == 0 {
+            st.tx = TX_POOL.take();
+        }
         let taken = st.sealer.seal(data, &mut st.tx, WRITE_BATCH);
         match self.send_pending(st, wait) {
             Ok(()) => Ok(taken),
@@ -458,7 +469,7 @@ impl Inner {
             // timeout; the caller may retry the same bytes.
             Err(e) if Self::is_timeout(&e) && st.sent == 0 => {
                 st.sealer.rewind_to(nonce);
-                st.tx.clear();
+                TX_POOL.give(std::mem::take(&mut st.tx));
                 if wait == Wait::No {
                     return Err(e);
                 }

@@ -778,6 +778,33 @@ impl UtpSocket {
     }
 }
 
+impl UtpSocket {
+    /// A reference that does not keep the socket (nor its driver) alive.
+    pub(crate) fn downgrade(&self) -> WeakUtpSocket {
+        WeakUtpSocket(Arc::downgrade(&self.shared))
+    }
+}
+
+/// A [`UtpSocket`] that may be gone: see [`UtpSocket::downgrade`].
+pub(crate) struct WeakUtpSocket(std::sync::Weak<Shared>);
+
+impl WeakUtpSocket {
+    /// The socket again, if something still holds it and its driver runs.
+    pub(crate) fn upgrade(&self) -> Option<UtpSocket> {
+        let shared = self.0.upgrade()?;
+        {
+            let mut g = shared.lock();
+            // With no handle left the driver is only lingering to finish
+            // its closes: do not revive it.
+            if !g.driver_alive || g.handles == 0 {
+                return None;
+            }
+            g.handles += 1;
+        }
+        Some(UtpSocket { shared })
+    }
+}
+
 impl Drop for UtpSocket {
     fn drop(&mut self) {
         self.shared.lock().handles -= 1;

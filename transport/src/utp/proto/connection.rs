@@ -694,6 +694,10 @@ impl Connection {
                 buf[a.len()..n].copy_from_slice(&b[..n - a.len()]);
             }
             self.read_buf.drain(..n);
+            if self.read_buf.is_empty() {
+                // Read up: an idle connection holds no receive buffer.
+                self.read_buf = VecDeque::new();
+            }
             // Window update once the buffer opened up again.
             let wnd = self.recv_window();
             if self.last_wnd_advertised < 4 * MAX_PAYLOAD && wnd >= 4 * MAX_PAYLOAD {
@@ -1354,6 +1358,10 @@ impl Connection {
             let len = self.send_buf.len().min(MAX_PAYLOAD);
             if self.cur_window == 0 || self.cur_window + len <= window {
                 let payload: Vec<u8> = self.send_buf.drain(..len).collect();
+                if self.send_buf.is_empty() {
+                    // All packetized: an idle connection holds no send buffer.
+                    self.send_buf = VecDeque::new();
+                }
                 self.push_packet(PacketType::Data, payload, now);
                 return self.poll_transmit(now, buf);
             }
