@@ -100,8 +100,8 @@ pub use error::{Error, Result};
 pub use netwatch::{EndpointChanges, NetworkChange};
 pub use service::{
     AcceptingEndpoint, BeaconEndpoints, CachedEndpoint, Disabled, Dynamic, EnableError, Enabled,
-    EndpointCacheIter, Incoming, MappedEndpoint, Service, ServiceBeaconReceiver,
-    ServiceBeaconState, ServiceController, ServiceListener,
+    EndpointCacheIter, Incoming, MappedEndpoint, PreparedRendezvous, Service,
+    ServiceBeaconReceiver, ServiceBeaconState, ServiceController, ServiceListener,
 };
 pub use stream::{Receiver, Sender, Stream};
 pub use transport::{Endpoint, ListenEndpoint, Path, Protocol, PublicKey};

@@ -355,6 +355,21 @@ impl Connected {
     }
 }
 
+/// A rendezvous prepared by [`ServiceController::prepare_rendezvous`]: its
+/// mapped sockets and the info to send to the peer.
+#[derive(Debug)]
+pub struct PreparedRendezvous {
+    inner: transport::rendezvous::aio::PreparedRendezvous,
+}
+
+impl PreparedRendezvous {
+    /// Our rendezvous info (endpoints, NAT behaviour, our static key), to
+    /// send to the peer: `info().encode()` or its JSON form.
+    pub fn info(&self) -> &nat_traversal::PubRendezvousInfo {
+        self.inner.info()
+    }
+}
+
 /// What [`Shared::start`] gives: the service's state, its accepted streams
 /// and its beacon-found endpoints.
 pub(crate) type Started = (
@@ -1684,6 +1699,84 @@ impl ServiceController {
         log::info!("connected to {ep}");
         self.shared.record_reached(ep);
         Ok(Stream::from_inner(inner))
+    }
+
+    /// Prepares a rendezvous on the service's mapping context and key: maps
+    /// one UDP and one TCP socket (STUN servers, UPnP gateway as
+    /// configured). Send [`PreparedRendezvous::info`] to the peer by any
+    /// means (a hub, a paste), then call
+    /// [`rendezvous_connect`](Self::rendezvous_connect) with its info.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] if the sockets cannot be bound or mapped.
+    pub fn prepare_rendezvous(&self) -> Result<PreparedRendezvous> {
+        let (mc, id) = (self.shared.mapping.clone(), self.shared.identity.clone());
+        let inner = crust_runtime::block_on(async move {
+            transport::rendezvous::aio::PreparedRendezvous::prepare(&mc, &id).await
+        })
+        .map_err(|e| Error::io("crust::ServiceController::prepare_rendezvous", e))?
+        .map_err(|e| Error::transport("preparing a rendezvous", e))?;
+        Ok(PreparedRendezvous { inner })
+    }
+
+    /// Connects to the peer whose rendezvous info is `theirs`, through both
+    /// NATs, with [`transport::rendezvous::DEFAULT_TIMEOUT`] (10 s): the
+    /// transport races a UDP punch + uTP and a TCP punch, proving the key in
+    /// `theirs`; then the two services exchange hellos as on any stream.
+    /// The stream has heartbeats and limits like any other; its
+    /// [`path`](Stream::path) is [`Path::HolePunched`](transport::Path::HolePunched).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Transport`] wrapping `transport::Error::RendezvousFailed`
+    /// (each attempt with why: the punch failure kinds, a wrong key, a
+    /// timeout) or `InvalidRendezvousInfo`; [`Error::OtherNetwork`],
+    /// [`Error::Rejected`] and [`Error::TimedOut`] as for
+    /// [`connect`](Self::connect).
+    pub fn rendezvous_connect(
+        &self,
+        prepared: PreparedRendezvous,
+        theirs: &nat_traversal::PubRendezvousInfo,
+    ) -> Result<Stream> {
+        self.rendezvous_connect_timeout(prepared, theirs, transport::rendezvous::DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`rendezvous_connect`](Self::rendezvous_connect) with an
+    /// explicit bound on the race (the hello exchange after it is bounded by
+    /// the service's connect timeout).
+    ///
+    /// # Errors
+    ///
+    /// As [`rendezvous_connect`](Self::rendezvous_connect).
+    pub fn rendezvous_connect_timeout(
+        &self,
+        prepared: PreparedRendezvous,
+        theirs: &nat_traversal::PubRendezvousInfo,
+        timeout: Duration,
+    ) -> Result<Stream> {
+        let ctx = self.shared.dial_ctx();
+        let hello_timeout = self.shared.config.connect_timeout;
+        let theirs = theirs.clone();
+        let c = crust_runtime::block_on(async move {
+            let t = prepared
+                .inner
+                .connect(&theirs, timeout)
+                .await
+                .map_err(|e| Error::transport("rendezvous", e))?;
+            let ep = Endpoint::new(t.protocol(), t.peer_addr(), t.peer_public_key());
+            tokio::time::timeout(hello_timeout, send_and_read_hellos(&ctx, t, ep))
+                .await
+                .map_err(|_| Error::TimedOut {
+                    what: format!("the hello exchange with {ep}"),
+                    after: hello_timeout,
+                })?
+        })
+        .map_err(|e| Error::io("crust::ServiceController::rendezvous_connect", e))??;
+        let peer = c.peer;
+        let stream = Stream::from_inner(c.into_blocking(&self.shared.heart)?);
+        log::info!("rendezvous with {peer} ({})", stream.path());
+        Ok(stream)
     }
 
     /// Adds an endpoint to the bootstrap cache (first, as the newest).
