@@ -296,6 +296,11 @@ impl Rtts {
     pub fn worst(&self) -> Duration {
         self.0.iter().copied().max().unwrap_or_default()
     }
+
+    /// How many round trips took longer than `d`.
+    pub fn over(&self, d: Duration) -> usize {
+        self.0.iter().filter(|&&r| r > d).count()
+    }
 }
 
 /// A good peer: its own service, one stream to the target, a thread that
@@ -362,12 +367,13 @@ impl GoodPeer {
             .expect("the good peer's thread panicked")
             .unwrap_or_else(|e| panic!("{attack}: {e}"));
         println!(
-            "figure {attack} good {} peer: {} round trips, median {:?}, worst {:?} (bound {:?})",
+            "figure {attack} good {} peer: {} round trips, median {:?}, worst {:?} (bound {:?}), {} over 100 ms",
             self.protocol,
             rtts.0.len(),
             rtts.median(),
             rtts.worst(),
-            STALL
+            STALL,
+            rtts.over(Duration::from_millis(100)),
         );
         assert!(rtts.worst() < STALL);
         rtts
