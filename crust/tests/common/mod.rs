@@ -82,6 +82,17 @@ pub fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// The names of this process's threads, for a failure message.
+pub fn thread_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Resident memory in KiB.
 pub fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -474,9 +485,10 @@ pub fn under_attack<R>(
         assert!(
             Instant::now() < deadline,
             "{name}: resources did not return near baseline within {SETTLE:?}: \
-             before {pre:?}, now {u:?}, {} echo threads live, endings {:?}",
+             before {pre:?}, now {u:?}, {} echo threads live, endings {:?}, threads {:?}",
             target.live.load(Ordering::Relaxed),
-            target.endings()
+            target.endings(),
+            thread_names()
         );
         std::thread::sleep(Duration::from_millis(50));
     };
