@@ -210,8 +210,17 @@ fn ending(e: &Error) -> String {
     }
 }
 
+/// Called by a [`Target`] with each message it receives, before its echo.
+pub type OnMessage = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 impl Target {
     pub fn start(config: Config) -> Target {
+        Target::start_with(config, Arc::new(|_: &[u8]| {}))
+    }
+
+    /// As [`start`](Target::start), calling `on_message` with each message
+    /// received (on the stream's thread, before the echo).
+    pub fn start_with(config: Config, on_message: OnMessage) -> Target {
         let s = Service::new_from_config(config.clone()).expect("target service");
         let accepted = Arc::new(AtomicUsize::new(0));
         let live = Arc::new(AtomicUsize::new(0));
@@ -233,13 +242,14 @@ impl Target {
                 };
                 a.fetch_add(1, Ordering::Relaxed);
                 l.fetch_add(1, Ordering::Relaxed);
-                let (l, en) = (l.clone(), en.clone());
+                let (l, en, on_message) = (l.clone(), en.clone(), on_message.clone());
                 std::thread::spawn(move || {
                     let mut buf = Vec::new();
                     let why = loop {
                         if let Err(e) = stream.recv_into(&mut buf) {
                             break ending(&e);
                         }
+                        on_message(&buf);
                         if let Err(e) = stream.send(&buf) {
                             break format!("send: {}", ending(&e));
                         }
