@@ -793,18 +793,21 @@ struct AcceptCtx {
 }
 
 async fn accept_loop(listener: Arc<transport::aio::Listener>, ctx: Arc<AcceptCtx>) {
-    // At most this many streams wait for their hello at once; beyond that we
-    // stop taking streams from the transport, whose own admission then
-    // sheds load (busy). A stream that proved its key but sends no hello
-    // so holds a place only until the handshake timeout.
+    // At most this many streams wait for their hello at once. A stream
+    // that proved its key but sends no hello holds a place only until the
+    // handshake timeout, and when every place is taken the stream that has
+    // waited longest gives its place up to the newcomer (the transport's
+    // admission does the same with silent connections). Before, a new
+    // stream waited for a place to free: three slotfuls of silent,
+    // authenticated streams (keys are free) held a good client's connect
+    // for two handshake timeouts (hostile_silent.rs).
     let slots = Arc::new(tokio::sync::Semaphore::new(ctx.max_hellos));
     // Aborted with this task (the service dropped): no hello task outlives it.
     let mut hellos = tokio::task::JoinSet::new();
+    // The hello tasks, oldest first (finished ones are skipped and trimmed).
+    let mut waiting: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
     loop {
         while hellos.try_join_next().is_some() {}
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let t = match listener.accept().await {
             Ok(t) => t,
             Err(e) => {
@@ -812,8 +815,29 @@ async fn accept_loop(listener: Arc<transport::aio::Listener>, ctx: Arc<AcceptCtx
                 return;
             }
         };
-        let ctx = ctx.clone();
-        hellos.spawn(async move {
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                while let Some(oldest) = waiting.pop_front() {
+                    if !oldest.is_finished() {
+                        log::debug!(
+                            "hello slots full: the longest waiting stream gives its slot up"
+                        );
+                        oldest.abort();
+                        break;
+                    }
+                }
+                // The aborted task lets its permit go as it ends.
+                let Ok(p) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                p
+            }
+        };
+        let task_ctx = ctx.clone();
+        let handle = hellos.spawn(async move {
+            let ctx = task_ctx;
             let _permit = permit;
             let peer = Endpoint::new(t.protocol(), t.peer_addr(), t.peer_public_key());
             let limit = ctx.handshake_timeout;
@@ -826,6 +850,10 @@ async fn accept_loop(listener: Arc<transport::aio::Listener>, ctx: Arc<AcceptCtx
                 Err(_) => log::debug!("{peer} sent no hello within {limit:?}"),
             }
         });
+        waiting.push_back(handle);
+        if waiting.len() > 2 * ctx.max_hellos {
+            waiting.retain(|h| !h.is_finished());
+        }
     }
 }
 

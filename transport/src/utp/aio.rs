@@ -253,6 +253,41 @@ fn send_batch(
     segment: usize,
     gso: &mut Gso,
 ) -> io::Result<()> {
+    match send_batch_once(socket, to, data, segment, gso) {
+        // With IP_RECVERR an ICMP error for *any* destination of this
+        // shared socket (a peer that closed its port, say) is also left
+        // pending on the socket, and the next send — to whoever — fails
+        // with it (ECONNREFUSED) without sending. Sending again sends: the
+        // failed call cleared the pending error (the error queue still
+        // tells the receive path which destination it was). Without this
+        // retry a good connection lost a datagram each time another peer
+        // went away, and stalled for a retransmission timeout (up to
+        // ~900 ms seen in crust's hostile-peer tests).
+        Err(e) if e.kind() != io::ErrorKind::WouldBlock && is_pending_icmp_error(&e) => {
+            send_batch_once(socket, to, data, segment, gso)
+        }
+        r => r,
+    }
+}
+
+/// Whether `e` is an ICMP error that a send reports for an earlier
+/// datagram (see [`send_batch`]).
+fn is_pending_icmp_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+fn send_batch_once(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    data: &[u8],
+    segment: usize,
+    gso: &mut Gso,
+) -> io::Result<()> {
     if data.len() <= segment {
         return socket.try_send_to(data, to).map(|_| ());
     }

@@ -1,0 +1,154 @@
+//! Faults in the network lab against crust services: a router that loses
+//! 20% of the packets it forwards in both directions during a 10 MiB crust
+//! transfer, over TCP (bytes exact) and over uTP (a known failure, outside
+//! CI). Bound in `.ci/lab`: the TCP transfer took 60 s here, its waits are
+//! bounded at 150 s + 60 s. The two services run as child
+//! processes (this test binary re-run as `fault_child`, told its part on
+//! stdin) in lab namespaces.
+//!
+//! Not done yet (see the issue): a NAT whose conntrack is flushed
+//! mid-stream, miniupnpd restarted, a link down for 30 s.
+
+use std::io::BufRead;
+use std::time::{Duration, Instant};
+
+use crust::{Config, Endpoint, Service};
+use netlab::lab::{IGNORE_REASON, Lab, NatKind, SiteOptions};
+
+/// 10 MiB in 64 KiB messages.
+const MESSAGE: usize = 64 * 1024;
+const MESSAGES: usize = 160;
+
+fn pattern(i: usize) -> Vec<u8> {
+    (0..MESSAGE).map(|j| (i * 31 + j * 7) as u8).collect()
+}
+
+fn config(ip: &str) -> Config {
+    Config::loopback()
+        .listen([format!("tcp://{ip}:0"), format!("utp://{ip}:0")])
+        .unwrap()
+        .beacon_enabled(false)
+        .mapping_local_ip(Some(ip.parse().unwrap()))
+        .network_name("lab-faults")
+        .connect_timeout(Duration::from_secs(30))
+}
+
+/// The child: reads `serve IP` or `send IP ENDPOINT` on stdin.
+#[test]
+#[ignore = "run by the lab_fault tests in a lab namespace"]
+fn fault_child() {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() || line.trim().is_empty() {
+        return;
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    // A leading newline: libtest's "test fault_child ... " shares the line.
+    match words.as_slice() {
+        ["serve", ip] => {
+            let s = Service::new_from_config(config(ip)).unwrap();
+            for e in s.controller.endpoints() {
+                println!("\nendpoint: {e}");
+            }
+            let t = s.acceptor.accept().unwrap();
+            let mut buf = Vec::new();
+            for i in 0..MESSAGES {
+                t.recv_into_timeout(&mut buf, Duration::from_secs(120))
+                    .unwrap();
+                assert!(buf == pattern(i), "message {i} differs");
+            }
+            println!("\nreceived: {} bytes intact", MESSAGES * MESSAGE);
+            t.send(b"done").unwrap();
+            // Until the sender closes.
+            let _ = t.recv_timeout(Duration::from_secs(60));
+        }
+        ["send", ip, ep] => {
+            let s = Service::new_from_config(config(ip)).unwrap();
+            let ep: Endpoint = ep.parse().unwrap();
+            let t = s.controller.connect(&ep).unwrap();
+            let t0 = Instant::now();
+            for i in 0..MESSAGES {
+                t.send(&pattern(i)).unwrap();
+            }
+            assert_eq!(t.recv_timeout(Duration::from_secs(120)).unwrap(), b"done");
+            println!("\nsent: {} bytes in {:?}", MESSAGES * MESSAGE, t0.elapsed());
+            t.close().unwrap();
+        }
+        other => panic!("unknown part {other:?}"),
+    }
+}
+
+/// A 10 MiB transfer to a service behind a full-cone NAT whose router
+/// drops 20% of the packets it forwards, both ways, from a public client.
+/// Returns the sender's figure.
+fn lossy_transfer(test: &str, protocol: &str) -> String {
+    let _ = IGNORE_REASON;
+    let lab = Lab::new(test).unwrap();
+    let server = lab
+        .site("srv", NatKind::FullCone, SiteOptions { loss_percent: 20 })
+        .unwrap();
+    let client = lab
+        .site("cli", NatKind::Public, SiteOptions::default())
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let args = [
+        "--exact",
+        "fault_child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    let mut srv = server.host.spawn(&exe, &args).unwrap();
+    srv.send_line(&format!("serve {}", server.addr)).unwrap();
+    let local: Endpoint = loop {
+        let ep: Endpoint = srv
+            .expect_prefix("endpoint: ", Duration::from_secs(20))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if ep.protocol.to_string() == protocol {
+            break ep;
+        }
+    };
+    // Dialled at the router's WAN address; the full cone forwards it.
+    let ep = Endpoint::new(
+        local.protocol,
+        std::net::SocketAddr::new(server.public_addr.into(), local.addr.port()),
+        local.public_key,
+    );
+    let mut cli = client.host.spawn(&exe, &args).unwrap();
+    cli.send_line(&format!("send {} {ep}", client.addr))
+        .unwrap();
+    let got = srv
+        .expect_prefix("received: ", Duration::from_secs(150))
+        .unwrap();
+    assert_eq!(got, format!("{} bytes intact", MESSAGES * MESSAGE));
+    let sent = cli
+        .expect_prefix("sent: ", Duration::from_secs(60))
+        .unwrap();
+    assert!(cli.wait(Duration::from_secs(20)).unwrap().success());
+    assert!(srv.wait(Duration::from_secs(20)).unwrap().success());
+    let (router, _) = server.router.as_ref().unwrap();
+    let rules = router
+        .run(&["nft", "list", "chain", "inet", "filter", "forward"])
+        .unwrap();
+    eprintln!("figure lossy {protocol}: {sent} through a router dropping 20% both ways");
+    assert!(rules.contains("numgen random mod 100 < 20 drop"), "{rules}");
+    sent
+}
+
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_fault_lossy_tcp_transfer() {
+    lossy_transfer("fault_tcp", "tcp");
+}
+
+/// Fails today, so kept out of `.ci/lab` (its name has no `lab_`): under
+/// 20% loss each way the uTP stream stalls for tens of seconds and the
+/// receiver reports the sender lost (seen: `PeerLost`, silent for 85 s,
+/// after about 100 s). Run it with
+/// `CRUST_LAB=1 cargo test -p crust --test lab_faults -- --ignored lossy_utp`.
+#[test]
+#[ignore = "network lab, known failure: uTP stalls under 20% loss (issue 16)"]
+fn fault_lossy_utp_transfer() {
+    lossy_transfer("fault_utp", "utp");
+}
