@@ -117,20 +117,28 @@ fn lab_tcp_punch_easy_public() {
 /// both sides: copies do not re-target, and the copy's repeat is a replay.
 fn udp_with_copier(test: &str, ka: NatKind, kb: NatKind) {
     let w = world(test);
-    let mut a = w.peer("a", ka, 0, false);
-    let mut b = w.peer("b", kb, 0, false);
-    let (router, wan) = b.site.router.as_ref().expect("b has a router").clone();
-    let mut copier = agent(&router);
-    let r = cmd(&mut copier, &format!("copy-probes {wan} 7777"));
-    assert!(r.starts_with("ready"), "{r}");
-    let (la, lb) = punch(&mut a, &mut b, false, 8000);
-    assert_punched(test, &a, &b, &la, &lb);
-    let peer: std::net::SocketAddr = field(&la, "peer").parse().unwrap();
-    assert_ne!(peer.port(), 7777, "a was re-targeted to the copier: {la}");
-    let copied = cmd(&mut copier, "copy-count");
-    let n: u64 = copied.strip_prefix("copied ").unwrap().parse().unwrap();
-    assert!(n > 0, "the copier saw no probe: {copied}");
-    println!("FIGURE pair={test} copied={n}");
+    // The copier's capture misses the two or three probes of a fast punch
+    // about one time in ten (seen in 20-run repeats): try up to three fresh
+    // pairs until it copied something; every attempt must end at b.
+    for attempt in 0..3 {
+        let mut a = w.peer(&format!("a{attempt}"), ka, 0, false);
+        let mut b = w.peer(&format!("b{attempt}"), kb, 0, false);
+        let (router, wan) = b.site.router.as_ref().expect("b has a router").clone();
+        let mut copier = agent(&router);
+        let r = cmd(&mut copier, &format!("copy-probes {wan} 7777"));
+        assert!(r.starts_with("ready"), "{r}");
+        let (la, lb) = punch(&mut a, &mut b, false, 8000);
+        assert_punched(test, &a, &b, &la, &lb);
+        let peer: std::net::SocketAddr = field(&la, "peer").parse().unwrap();
+        assert_ne!(peer.port(), 7777, "a was re-targeted to the copier: {la}");
+        let copied = cmd(&mut copier, "copy-count");
+        let n: u64 = copied.strip_prefix("copied ").unwrap().parse().unwrap();
+        println!("FIGURE pair={test} attempt={attempt} copied={n}");
+        if n > 0 {
+            return;
+        }
+    }
+    panic!("the copier saw no probe in three attempts");
 }
 
 #[test]
