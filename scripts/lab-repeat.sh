@@ -30,7 +30,7 @@ echo "== passes over $runs runs"
 cat "$out"/*.log | grep -E '^test lab_.* \.\.\. (ok|FAILED)$' | \
     awk '{n[$2]++; if ($4=="ok") ok[$2]++} END {for (t in n) printf "%-55s %d/%d\n", t, ok[t]+0, n[t]}' | sort
 echo "== time to punch (ms, per side) and probes sent per success"
-grep -h '^FIGURE pair=' "$out"/*.log | grep -v failed | \
+grep -h '^FIGURE pair=.* side=' "$out"/*.log | grep -v failed | \
     sed -E 's/.*pair=([^ ]+) side=[ab] ms=([0-9]+) probes=([0-9]+).*/\1 \2 \3/' | sort -k1,1 -k2,2n | \
     awk '
     function report() {
