@@ -14,7 +14,7 @@ export CRUST_LAB=1
 out=$(mktemp -d)
 cargo test -q -p crust-examples --test lab_rendezvous --no-run
 for i in $(seq 1 "$runs"); do
-    cargo test -q -p crust-examples --test lab_rendezvous -- --ignored lab_ --test-threads=2 --nocapture \
+    cargo test -p crust-examples --test lab_rendezvous -- --ignored lab_ --test-threads=2 --nocapture \
         >"$out/run.$i.log" 2>&1 || true
     printf 'run %d/%d done\n' "$i" "$runs" >&2
 done
@@ -22,7 +22,7 @@ echo "== passes over $runs runs"
 cat "$out"/*.log | grep -E '^test lab_.* \.\.\. (ok|FAILED)$' | \
     awk '{n[$2]++; if ($4=="ok") ok[$2]++} END {for (t in n) printf "%-55s %d/%d\n", t, ok[t]+0, n[t]}' | sort
 echo "== time to an encrypted stream (ms, both sides pooled) and the winning protocol"
-grep -h '^FIGURE pair=' "$out"/*.log | grep -v failed | \
+grep -ho 'FIGURE pair=[^ ]* ms_a=[0-9]* ms_b=[0-9]* path=[a-z_-]*' "$out"/*.log | \
     sed -E 's/.*pair=([^ ]+) ms_a=([0-9]+) ms_b=([0-9]+) path=[^ ]*over_([a-z]+).*/\1 \2 \4\n\1 \3 \4/' | \
     sort -k1,1 -k2,2n | awk '
     function report() {

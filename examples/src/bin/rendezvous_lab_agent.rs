@@ -26,6 +26,9 @@ fn main() {
     let mut servers = Vec::new();
     let mut prepared: Option<Rendezvous> = None;
     let identity = Identity::generate();
+    // Start the shared runtime now, so `fds` before and after a rendezvous
+    // compares like with like.
+    crust_runtime::handle();
     for line in io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let w: Vec<&str> = line.split_whitespace().collect();
