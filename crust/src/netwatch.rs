@@ -42,7 +42,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use transport::{Endpoint, ListenEndpoint, PublicKey};
@@ -574,11 +574,24 @@ pub(crate) async fn run(service: Weak<Shared>, every: Duration) {
     let mut failing = false;
     loop {
         tick.tick().await;
+        if service.strong_count() == 0 {
+            break;
+        }
+        // Read before taking a strong reference, so the service is held
+        // only while a change is applied.
+        let Some(snapshot) = try_snapshot(&mut failing) else {
+            continue;
+        };
         let Some(shared) = service.upgrade() else {
             break;
         };
-        if let Some(snapshot) = try_snapshot(&mut failing) {
-            apply(&shared, snapshot);
+        apply(&shared, snapshot);
+        if Arc::strong_count(&shared) == 1 {
+            // The user dropped the service meanwhile: its last drop closes
+            // listeners and waits for their tasks, which must not happen on
+            // a runtime worker (there it could only abort them and leave
+            // their sockets to whenever the runtime drops the tasks).
+            std::thread::spawn(move || drop(shared));
         }
     }
 }

@@ -233,14 +233,20 @@ fn close_listeners(entries: Vec<ListenerEntry>) {
     for e in &entries {
         e.task.abort();
     }
-    let on_runtime = tokio::runtime::Handle::try_current().is_ok();
-    for ListenerEntry { listener, task, .. } in entries {
-        if !on_runtime {
+    let close = move || {
+        for ListenerEntry { listener, task, .. } in entries {
             // The task holds a reference to the listener: wait until it let
             // go, so the drop below is the last and closes the sockets.
             let _ = crust_runtime::handle().block_on(task);
+            drop(listener);
         }
-        drop(listener);
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // The last reference went on a runtime worker (a task of the
+        // service's own), which must not block: an ordinary thread waits.
+        std::thread::spawn(close);
+    } else {
+        close();
     }
 }
 
