@@ -191,7 +191,9 @@ pub struct MappedTcpSocket {
     pub stun_seen: Vec<(SocketAddr, Result<SocketAddr>)>,
 }
 
-fn reusable_std_tcp(local: SocketAddr) -> io::Result<socket2::Socket> {
+/// A TCP socket bound to `local` with `SO_REUSEADDR` (and `SO_REUSEPORT`
+/// on Unix), not yet listening: the socket a TCP punch needs.
+pub fn reusable_std_tcp(local: SocketAddr) -> io::Result<socket2::Socket> {
     let s = socket2::Socket::new(
         socket2::Domain::for_address(local),
         socket2::Type::STREAM,

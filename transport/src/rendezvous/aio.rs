@@ -59,7 +59,7 @@ impl PreparedRendezvous {
         let u = nat_traversal::aio::map_udp(&udp, mc)
             .await
             .map_err(map_err("mapping the rendezvous UDP socket"))?;
-        let tcp = reusable_tcp(SocketAddr::new(ip, 0))
+        let tcp = nat_traversal::reusable_std_tcp(SocketAddr::new(ip, 0))
             .map_err(|e| Error::io("binding the rendezvous TCP socket", e))?;
         let tcp_local = tcp
             .local_addr()
@@ -215,19 +215,6 @@ impl PreparedRendezvous {
 async fn select(s: &mut Stream, keep: bool) -> std::io::Result<()> {
     s.write_all(&[u8::from(keep)]).await?;
     s.flush().await
-}
-
-fn reusable_tcp(local: SocketAddr) -> std::io::Result<socket2::Socket> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(local),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    s.set_reuse_address(true)?;
-    #[cfg(unix)]
-    s.set_reuse_port(true)?;
-    s.bind(&local.into())?;
-    Ok(s)
 }
 
 /// What each attempt needs.
