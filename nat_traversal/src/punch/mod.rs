@@ -6,7 +6,7 @@
 //!   endpoint the peer listed. A probe carries a sequence number, an `ack`
 //!   flag (set once the sender has heard from the peer), the sender's
 //!   [`Side`], and a MAC over them keyed by the punch key both sides derive
-//!   from their two secrets ([`crate::auth`]): the secrets never travel in
+//!   from their two secrets (`docs/wire.md` §4): the secrets never travel in
 //!   a probe, so a third party that sees probes cannot make one;
 //! - a probe that does not verify (another attempt's key, a forgery, our
 //!   own probe reflected back) is ignored and remembered, to explain a
@@ -102,7 +102,7 @@ pub const PROBE_LEN: usize = 4 + 1 + 1 + 8 + 8 + MAC_LEN;
 const SIGNED_LEN: usize = PROBE_LEN - MAC_LEN;
 /// Our recent probes (sequence number, destination), to check echoes.
 const SENT_LOG: usize = 256;
-/// The label the probe key is derived with ([`crate::auth`]).
+/// The label the probe key is derived with (`docs/wire.md` §4).
 const PROBE_LABEL: &[u8] = b"crust udp punch probe v2";
 /// Flag bits of a probe.
 const FLAG_ACK: u8 = 0x01;

@@ -6,14 +6,14 @@
 //! The decisions are sans IO: [`TcpHandshake`] (one candidate stream's
 //! messages) and [`TcpPunchCore`] (which endpoints to dial and when, how
 //! many candidates to check at once, which verified stream to keep, the
-//! deadline and the typed failure). The tokio driver is [`aio`].
+//! deadline and the typed failure). The tokio driver is [`crate::aio::tcp_punch_hole`].
 //!
 //! Handshake on every candidate stream, the same from both ends:
 //! 1. each side writes a hello: `"CRTP" ‖ version 2 ‖ side ‖ nonce (16)`;
 //! 2. on the peer's hello, each side writes its proof:
 //!    `MAC(K, side ‖ "proof" ‖ own nonce ‖ peer's nonce)`, [`MAC_LEN`]
 //!    bytes, where `K` is the TCP punch key of both secrets
-//!    ([`crate::auth`]);
+//!    (`docs/wire.md` §4);
 //! 3. the low side ("the chooser") then writes on each verified stream a
 //!    choice: `keep (1 or 0) ‖ MAC(K, low ‖ "choice" ‖ keep ‖ its nonce ‖
 //!    the peer's nonce)`: 1 on the first verified stream, 0 on later ones.
