@@ -403,7 +403,7 @@ fn peer(o: &PeerOpts) -> BoxResult<i32> {
         .igd(o.igd)
         .mapping_local_ip(o.local_ip)
         .hole_punch_servers(o.stun.clone())
-        .hard_coded_contacts([o.hub.clone()])
+        .hard_coded_contacts([o.hub])
         .ephemeral_identity(true)
         .max_message_size(MAX_REQUEST.max(4096));
     let service = Service::new_from_config(config)?;
