@@ -30,6 +30,9 @@ const BOOTSTRAP_PARALLEL: usize = 32;
 /// The least time between two bootstrap dials: a cache or beacon full of
 /// addresses never turns us into a flood.
 const BOOTSTRAP_SPACING: Duration = Duration::from_millis(20);
+/// How many peers heard by the beacon while a bootstrap runs it may add to
+/// what it tries.
+const BOOTSTRAP_MAX_HEARD: usize = 4 * HEARD_KEPT;
 
 /// How many beacon-found endpoints wait for
 /// [`ServiceBeaconReceiver::next`]; more are dropped and counted.
@@ -197,6 +200,9 @@ pub(crate) struct Shared {
     cache_warning: Option<String>,
     /// Recently heard beacon endpoints, for bootstrap.
     heard: Arc<Mutex<VecDeque<Endpoint>>>,
+    /// Counts additions to `heard`, so a running bootstrap learns of
+    /// peers heard after it started.
+    heard_version: Arc<tokio::sync::watch::Sender<u64>>,
     /// The host's addresses as last read, and the network-change rules.
     pub(crate) netwatch: Mutex<crate::netwatch::NetWatch>,
     /// Network-change events for [`ServiceController::endpoints_changed`].
@@ -439,6 +445,7 @@ impl Shared {
             cache_save: Mutex::new(()),
             cache_warning,
             heard: Arc::default(),
+            heard_version: Arc::new(tokio::sync::watch::Sender::new(0)),
             netwatch: Mutex::new(watch),
             changes: tokio::sync::broadcast::channel(crate::netwatch::CHANGES_KEPT).0,
             next_listener_id: AtomicU64::new(0),
@@ -695,6 +702,7 @@ impl Shared {
             self.beacon_tx.clone(),
             self.beacon_stats.clone(),
             self.heard.clone(),
+            self.heard_version.clone(),
         ));
         log::debug!("beacon on UDP port {} started", cfg.port);
         run.running = Some((ctl, task));
@@ -1080,6 +1088,7 @@ async fn beacon_pump(
     tx: mpsc::Sender<Endpoint>,
     stats: Arc<BeaconStats>,
     heard: Arc<Mutex<VecDeque<Endpoint>>>,
+    heard_version: Arc<tokio::sync::watch::Sender<u64>>,
 ) {
     loop {
         let m = match beacon.recv().await {
@@ -1110,6 +1119,7 @@ async fn beacon_pump(
                 if !h.contains(&ep) {
                     h.push_front(ep);
                     h.truncate(HEARD_KEPT);
+                    heard_version.send_modify(|v| *v += 1);
                 }
             }
             if tx.try_send(ep).is_err() {
@@ -1518,31 +1528,46 @@ impl CachedEndpoint {
 }
 
 /// Tries the bootstrap candidates concurrently; the first `n` that connect
-/// win, the rest are cancelled.
+/// win, the rest are cancelled. While the beacon runs and nobody has been
+/// reached yet, peers the beacon hears during the attempt are tried too,
+/// until the deadline (so a bootstrap right after [`Service::new`] on a LAN
+/// finds its neighbours).
 pub(crate) async fn bootstrap(
     shared: Arc<Shared>,
     n: usize,
     timeout: Duration,
 ) -> Result<Vec<Connected>> {
-    let candidates = shared.bootstrap_candidates();
-    if candidates.is_empty() {
+    // Subscribed before the candidates are read, so nothing heard after
+    // the read is missed.
+    let mut heard = shared.heard_version.subscribe();
+    let mut beacon_on = lock(&shared.beacon).running.is_some();
+    let mut pending: VecDeque<Endpoint> = shared.bootstrap_candidates().into();
+    if pending.is_empty() && !beacon_on {
         return Err(Error::Bootstrap {
             attempts: Vec::new(),
         });
     }
+    // Everything queued so far, so a peer is dialled once per bootstrap;
+    // bounded, so a beacon flood cannot grow it.
+    let mut queued: Vec<Endpoint> = pending.iter().copied().collect();
+    let queued_max = queued.len() + BOOTSTRAP_MAX_HEARD;
     let deadline = tokio::time::Instant::now() + timeout;
     let per_attempt = shared.config.connect_timeout;
-    let mut pending = candidates.into_iter();
     let mut running = tokio::task::JoinSet::new();
     let mut attempts: Vec<(Endpoint, String)> = Vec::new();
     let mut won = Vec::new();
     let mut in_flight: Vec<Endpoint> = Vec::new();
     let mut next_start = tokio::time::Instant::now();
+    enum Event<T> {
+        Joined(T),
+        Heard,
+        Deadline,
+    }
     loop {
         while running.len() < BOOTSTRAP_PARALLEL
             && won.len() + running.len() < n + BOOTSTRAP_PARALLEL
         {
-            let Some(ep) = pending.next() else { break };
+            let Some(ep) = pending.pop_front() else { break };
             tokio::time::sleep_until(next_start).await;
             next_start = tokio::time::Instant::now() + BOOTSTRAP_SPACING;
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -1550,15 +1575,33 @@ pub(crate) async fn bootstrap(
             in_flight.push(ep);
             running.spawn(async move { (ep, dial(ctx, ep, per_attempt.min(left)).await) });
         }
-        if running.is_empty() {
+        let wait_for_beacon = beacon_on && won.is_empty() && queued.len() < queued_max;
+        if running.is_empty() && !wait_for_beacon {
             break;
         }
-        let joined = tokio::select! {
-            j = running.join_next() => j,
-            _ = tokio::time::sleep_until(deadline) => None,
+        let event = tokio::select! {
+            Some(j) = running.join_next(), if !running.is_empty() => Event::Joined(j),
+            changed = heard.changed(), if wait_for_beacon => match changed {
+                Ok(()) => Event::Heard,
+                // The beacon's side is gone (the service is stopping).
+                Err(_) => {
+                    beacon_on = false;
+                    continue;
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => Event::Deadline,
         };
-        match joined {
-            Some(Ok((ep, Ok(c)))) => {
+        match event {
+            Event::Heard => {
+                for ep in shared.bootstrap_candidates() {
+                    if queued.len() < queued_max && !queued.contains(&ep) {
+                        log::debug!("bootstrap: trying {ep}, heard by the beacon meanwhile");
+                        queued.push(ep);
+                        pending.push_back(ep);
+                    }
+                }
+            }
+            Event::Joined(Ok((ep, Ok(c)))) => {
                 in_flight.retain(|e| *e != ep);
                 log::info!("bootstrapped to {ep}");
                 won.push(c);
@@ -1566,21 +1609,18 @@ pub(crate) async fn bootstrap(
                     break;
                 }
             }
-            Some(Ok((ep, Err(e)))) => {
+            Event::Joined(Ok((ep, Err(e)))) => {
                 in_flight.retain(|e| *e != ep);
                 log::debug!("bootstrap: {ep}: {e}");
                 attempts.push((ep, e.to_string()));
             }
-            Some(Err(e)) => log::warn!("a bootstrap attempt panicked: {e}"),
-            None => {
+            Event::Joined(Err(e)) => log::warn!("a bootstrap attempt panicked: {e}"),
+            Event::Deadline => {
                 for ep in in_flight.drain(..) {
                     attempts.push((
                         ep,
                         format!("still connecting at the bootstrap deadline ({timeout:?})"),
                     ));
-                }
-                for ep in pending.by_ref() {
-                    attempts.push((ep, "not tried before the bootstrap deadline".into()));
                 }
                 break;
             }
@@ -1847,7 +1887,10 @@ impl ServiceController {
     /// Connects to the first peer that answers among the hard-coded
     /// contacts, the cache and beacon-found peers, tried concurrently (at
     /// most 32 at once, a new dial every 20 ms), within the config's
-    /// `connect_timeout` per attempt and twice that in all.
+    /// `connect_timeout` per attempt and twice that in all. While the
+    /// beacon is on and nobody answered yet, peers the beacon hears during
+    /// the call are tried as they are heard, so it may wait for the first
+    /// beacon until the deadline.
     ///
     /// # Errors
     ///
@@ -1869,7 +1912,9 @@ impl ServiceController {
     }
 
     /// Connects to up to `n` peers as [`bootstrap`](Self::bootstrap) does,
-    /// returning as soon as `n` are connected or every candidate was tried.
+    /// returning as soon as `n` are connected, or every candidate was tried
+    /// and at least one connected (it waits for beacons only while none
+    /// has).
     ///
     /// # Errors
     ///

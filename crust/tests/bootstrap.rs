@@ -1,6 +1,7 @@
 //! The bootstrap cache and `bootstrap()`: from contacts, from the cache
 //! across a restart, from beacons; a corrupt file set aside; two services on
-//! one file; dead contacts do not hold up a live one; every attempt listed.
+//! one file; dead contacts do not hold up a live one; every attempt listed;
+//! peers heard by the beacon during a bootstrap are tried.
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -78,6 +79,46 @@ fn from_beacons() {
     assert_eq!(heard.public_key, a.controller.public_key());
     let s = b.controller.bootstrap().unwrap();
     assert_eq!(s.peer_public_key(), a.controller.public_key());
+}
+
+/// A bootstrap that starts before any peer is heard tries the peers the
+/// beacon hears while it runs: `b` bootstraps with nobody to try, then `a`
+/// starts beaconing.
+#[test]
+fn from_a_beacon_heard_during_the_call() {
+    let port = beacon_port();
+    let c = Config::loopback()
+        .network_name("boot-beacon-late")
+        .beacon_port(port)
+        .beacon_period(Duration::from_millis(100));
+    let b = Service::new_from_config(c.clone()).unwrap();
+    assert_eq!(b.controller.iter_endpoint_cache().count(), 0);
+    let controller = b.controller.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let call = std::thread::spawn(move || {
+        tx.send(()).unwrap();
+        controller.bootstrap_timeout(Duration::from_secs(20))
+    });
+    rx.recv().unwrap();
+    let a = Service::new_from_config(c).unwrap();
+    let s = call.join().unwrap().unwrap();
+    assert_eq!(s.peer_public_key(), a.controller.public_key());
+}
+
+/// With the beacon on and nobody to hear, bootstrap waits until its
+/// deadline, then says it found nobody.
+#[test]
+fn with_the_beacon_on_and_nobody_around_it_ends_at_its_deadline() {
+    let c = Config::loopback()
+        .network_name("boot-beacon-alone")
+        .beacon_port(beacon_port())
+        .beacon_period(Duration::from_millis(100));
+    let b = Service::new_from_config(c).unwrap();
+    let e = b
+        .controller
+        .bootstrap_timeout(Duration::from_millis(400))
+        .unwrap_err();
+    assert!(e.to_string().contains("nobody to try"), "{e}");
 }
 
 #[test]
