@@ -148,6 +148,20 @@ pub(crate) struct ContextInner {
     pub(crate) servers: Mutex<Vec<HolePunchServerAddr>>,
 }
 
+impl ContextInner {
+    /// The UPnP gateway answers elsewhere now (it restarted at another
+    /// control address): later mappings go to `found`.
+    pub(crate) fn replace_igd(&self, found: IgdGateway) {
+        let mut s = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = s
+            .iter_mut()
+            .find(|x| matches!(x, HolePunchServerAddr::IgdGateway(_)))
+        {
+            *slot = HolePunchServerAddr::IgdGateway(found);
+        }
+    }
+}
+
 impl MappingContext {
     /// A context from its parts (the blocking constructors are
     /// [`MappingContext::new`] and [`MappingContext::with_options`], the

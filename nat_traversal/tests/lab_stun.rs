@@ -1,5 +1,6 @@
 //! Network lab: STUN interop with coturn (both directions), NAT behaviour
-//! discovery behind each kind, and UPnP behind a double NAT.
+//! discovery behind each kind, UPnP behind a double NAT, and UPnP mappings
+//! made, removed, and re-made after the gateway restarts.
 //! Run with `CRUST_LAB=1` as root (see `.ci/lab`).
 
 mod common;
@@ -186,6 +187,57 @@ fn lab_upnp_mapping_is_made_and_removed() {
     assert!(
         !rules.contains(&format!("dport {port}")),
         "mapping left after drop: {rules}"
+    );
+}
+
+/// A router reboot under a live mapping: `miniupnpd` killed, its rules and
+/// lease file gone, started afresh. The mapping's owner re-creates it at
+/// its next renewal, so it is back within one renewal period (half the
+/// 10 s lease) of the restart, plus the renewal request's own 5 s bound.
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_upnp_mapping_comes_back_after_miniupnpd_restarts() {
+    const LEASE_SECS: u64 = 10;
+    let renewal = std::time::Duration::from_secs(LEASE_SECS / 2);
+    let w = world("upnp_restart");
+    let site = w.lab.site("a", EasyUpnp, Default::default()).unwrap();
+    let router = site.router.as_ref().unwrap().0.clone();
+    let mut a = agent(&site.host);
+    let r = cmd(
+        &mut a,
+        &format!("map-udp {} igd lease={LEASE_SECS}", w.stun),
+    );
+    let igd = field(&r, "igd").to_string();
+    assert!(igd.starts_with("mapped:"), "{r}");
+    let port = igd.rsplit(':').next().unwrap().to_string();
+    let mapped = || {
+        router
+            .run(&[
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "filter",
+                "prerouting_miniupnpd",
+            ])
+            .map(|rules| rules.contains(&format!("dport {port}")))
+            .unwrap_or(false)
+    };
+    assert!(mapped(), "no rule for port {port} after the mapping");
+    w.lab.restart_miniupnpd(&site).unwrap();
+    let restarted = std::time::Instant::now();
+    assert!(
+        !mapped(),
+        "the restarted miniupnpd kept the rule of port {port}"
+    );
+    let back = netlab::lab::wait_until(renewal + std::time::Duration::from_secs(5), mapped);
+    assert!(
+        back,
+        "port {port} not mapped again within one renewal period ({renewal:?}) + 5 s"
+    );
+    println!(
+        "FIGURE upnp_restart: mapping of port {port} back {:?} after miniupnpd restarted (renewal every {renewal:?})",
+        restarted.elapsed()
     );
 }
 

@@ -534,6 +534,7 @@ impl Lab {
                 router: None,
                 lan: None,
                 outer_router: None,
+                name: name.to_string(),
             });
         }
         let (lan_k, mid_k) = {
@@ -605,7 +606,40 @@ impl Lab {
             router: Some((router, wan)),
             lan: Some(lan),
             outer_router: outer_router.map(|(h, _)| h),
+            name: name.to_string(),
         })
+    }
+
+    /// Restarts a UPnP site's `miniupnpd` as a router reboot would: the
+    /// daemon is killed (`SIGKILL`), its port-forwarding rules and its
+    /// lease file are gone, and it starts afresh; returns once it is ready
+    /// again (as [`Lab::site`] does). Mappings come back only if their
+    /// owners make them again.
+    pub fn restart_miniupnpd(&self, site: &Site) -> io::Result<()> {
+        let Some((router, _)) = site.router.as_ref().filter(|_| site.kind.has_upnp()) else {
+            return Err(err(format!("site {} runs no miniupnpd", site.name)));
+        };
+        let daemon = format!("miniupnpd-{}", site.name);
+        let old = {
+            let mut inner = self.lock();
+            inner
+                .daemons
+                .iter()
+                .position(|(n, _)| *n == daemon)
+                .map(|i| inner.daemons.remove(i).1)
+        };
+        if let Some(mut child) = old {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for chain in ["miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"] {
+            router.run(&["nft", "flush", "chain", "inet", "filter", chain])?;
+        }
+        for file in ["leases", "pid"] {
+            let _ = fs::remove_file(self.dir.join(format!("miniupnpd-{}.{file}", site.name)));
+        }
+        let (_, stun, _) = self.coturn()?;
+        self.start_miniupnpd(router, &site.name, stun)
     }
 
     fn start_miniupnpd(&self, router: &Host, name: &str, stun: Ipv4Addr) -> io::Result<()> {
@@ -1008,6 +1042,8 @@ pub struct Site {
     pub lan: Option<Segment>,
     /// The outer router of a double NAT.
     pub outer_router: Option<Host>,
+    /// The name the site was built with.
+    name: String,
 }
 
 /// The nftables ruleset of a router with interfaces `wan` and `lan`.

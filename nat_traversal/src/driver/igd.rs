@@ -4,13 +4,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use igd_next::{AddPortError, PortMappingProtocol, SearchOptions};
 use tokio::task::JoinHandle;
 
 use crate::Result;
-use crate::mapping::IgdGateway;
+use crate::mapping::{ContextInner, IgdGateway, MappingContext};
 use crate::portmap::{AddPortAnswer, IgdOutcome, LeaseRenewal, PortMapAction, PortMapPolicy};
 
 /// The bound on one request to the gateway.
@@ -52,7 +53,9 @@ pub(crate) async fn search(local_ip: Option<IpAddr>, timeout: Duration) -> io::R
 /// lives, removed when it is dropped.
 #[derive(Debug)]
 pub struct IgdMapping {
-    gw: IgdGateway,
+    /// The gateway, which the renewal task may replace when the gateway
+    /// restarted at another control address.
+    gw: Arc<Mutex<IgdGateway>>,
     proto: PortMappingProtocol,
     external: SocketAddr,
     renew: Option<JoinHandle<()>>,
@@ -70,7 +73,7 @@ impl IgdMapping {
         if let Some(t) = self.renew.take() {
             t.abort();
         }
-        let gw = self.gw.clone();
+        let gw = lock(&self.gw).clone();
         let (proto, port) = (self.proto, self.external.port());
         // Disarm the drop's own removal.
         self.external.set_port(0);
@@ -96,7 +99,7 @@ impl Drop for IgdMapping {
         if self.external.port() == 0 {
             return; // removed already
         }
-        let gw = self.gw.clone();
+        let gw = lock(&self.gw).clone();
         let (proto, port) = (self.proto, self.external.port());
         let remove = async move {
             match tokio::time::timeout(REQUEST_TIMEOUT, gw.gw.remove_port(proto, port)).await {
@@ -137,17 +140,106 @@ fn add_port_answer(
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the renewal task of one mapping needs.
+struct Renewer {
+    gw: Arc<Mutex<IgdGateway>>,
+    /// The context whose gateway is replaced too when it moved.
+    ctx: Weak<ContextInner>,
+    local_ip: Option<IpAddr>,
+    search_timeout: Duration,
+    proto: PortMappingProtocol,
+    port: u16,
+    lan: SocketAddr,
+    lease_secs: u32,
+}
+
+impl Renewer {
+    /// Renews as [`LeaseRenewal`] schedules, until aborted. A renewal that
+    /// fails is retried at once on the gateway found by a new search when
+    /// that one answers at another control address: a rebooted router
+    /// (`miniupnpd` with a random HTTP port, say) forgets its mappings
+    /// and moves, and the mapping must come back within one period.
+    async fn run(self, every: Duration) {
+        let mut renewal = LeaseRenewal::new(every, Instant::now());
+        loop {
+            tokio::time::sleep_until(renewal.poll_timeout().into()).await;
+            if !renewal.handle_timeout(Instant::now()) {
+                continue;
+            }
+            let gw = lock(&self.gw).clone();
+            let first = self.add_port(&gw).await;
+            let Err(why) = first else {
+                log::debug!("UPnP lease of port {} renewed", self.port);
+                continue;
+            };
+            let found = match search(self.local_ip, self.search_timeout).await {
+                Ok(found)
+                    if found.gw.control_url != gw.gw.control_url || found.gw.addr != gw.gw.addr =>
+                {
+                    found
+                }
+                _ => {
+                    log::warn!("cannot renew the UPnP lease of port {}: {why}", self.port);
+                    continue;
+                }
+            };
+            match self.add_port(&found).await {
+                Ok(()) => {
+                    log::info!(
+                        "UPnP gateway moved to {}: port {} mapped there again",
+                        found.gw.addr,
+                        self.port
+                    );
+                    *lock(&self.gw) = found.clone();
+                    if let Some(ctx) = self.ctx.upgrade() {
+                        ctx.replace_igd(found);
+                    }
+                }
+                Err(e) => log::warn!(
+                    "cannot renew the UPnP lease of port {}: {why}; nor at {}: {e}",
+                    self.port,
+                    found.gw.addr
+                ),
+            }
+        }
+    }
+
+    async fn add_port(&self, g: &IgdGateway) -> std::result::Result<(), String> {
+        let request = g.gw.add_port(
+            self.proto,
+            self.port,
+            self.lan,
+            self.lease_secs,
+            DESCRIPTION,
+        );
+        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "no answer from {} in {REQUEST_TIMEOUT:?}",
+                g.gw.addr
+            )),
+        }
+    }
+}
+
 /// Maps `lan` on `gw` as [`PortMapPolicy`] decides. `stun_ip` is the
 /// external IP STUN servers saw, if any: a gateway whose external address
 /// differs is a double NAT and its mapping is removed. Every request is
-/// bounded by a 5 s timeout.
+/// bounded by a 5 s timeout. The lease and the rediscovery of a restarted
+/// gateway follow `mc`'s options.
 pub(crate) async fn map_port(
+    mc: &MappingContext,
     g: &IgdGateway,
     proto: PortMappingProtocol,
     lan: SocketAddr,
     stun_ip: Option<IpAddr>,
-    lease: Duration,
 ) -> (IgdOutcome, Option<IgdMapping>) {
+    let lease = mc.options().igd_lease;
     let mut policy = PortMapPolicy::new(lan.port(), stun_ip, lease, rand::random());
     while let Some(action) = policy.poll_action() {
         match action {
@@ -195,34 +287,24 @@ pub(crate) async fn map_port(
         return (outcome, None);
     };
     let mut m = IgdMapping {
-        gw: g.clone(),
+        gw: Arc::new(Mutex::new(g.clone())),
         proto,
         external,
         renew: None,
     };
     let lease_secs = policy.lease_secs();
     if let Some(every) = policy.renew_every() {
-        let gw = g.clone();
-        let port = external.port();
-        m.renew = Some(crust_runtime::spawn(async move {
-            let mut renewal = LeaseRenewal::new(every, Instant::now());
-            loop {
-                tokio::time::sleep_until(renewal.poll_timeout().into()).await;
-                if !renewal.handle_timeout(Instant::now()) {
-                    continue;
-                }
-                match tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    gw.gw.add_port(proto, port, lan, lease_secs, DESCRIPTION),
-                )
-                .await
-                {
-                    Ok(Ok(())) => log::debug!("UPnP lease of port {port} renewed"),
-                    Ok(Err(e)) => log::warn!("cannot renew the UPnP lease of port {port}: {e}"),
-                    Err(_) => log::warn!("the gateway did not answer the renewal of port {port}"),
-                }
-            }
-        }));
+        let renewer = Renewer {
+            gw: m.gw.clone(),
+            ctx: Arc::downgrade(&mc.inner),
+            local_ip: mc.options().local_ip,
+            search_timeout: mc.options().igd_timeout,
+            proto,
+            port: external.port(),
+            lan,
+            lease_secs,
+        };
+        m.renew = Some(crust_runtime::spawn(renewer.run(every)));
     }
     (IgdOutcome::Mapped { external }, Some(m))
 }

@@ -62,7 +62,7 @@ async fn endpoints_and_igd(
     let (igd_outcome, igd_mapping) = match mc.igd() {
         Some(g) => {
             let lan = locals.first().copied().unwrap_or(local);
-            igd::map_port(&g, proto, lan, stun_ip, mc.options().igd_lease).await
+            igd::map_port(mc, &g, proto, lan, stun_ip).await
         }
         None => (IgdOutcome::NoGateway, None),
     };
