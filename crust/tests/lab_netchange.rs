@@ -15,10 +15,9 @@
 //!
 //! The whole test takes about 5 s (lab setup included).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use netlab::lab::{Helper, IGNORE_REASON, Lab};
+use netlab::lab::{IGNORE_REASON, Lab};
 
 const POLL: Duration = Duration::from_millis(200);
 const BEACON_PERIOD: Duration = Duration::from_millis(1000);
@@ -27,58 +26,29 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(2000);
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_millis(4000);
 const INACTIVITY: Duration = Duration::from_secs(20);
 
-/// A helper's output lines, kept with the time each arrived, so waits for
-/// one kind of line never lose another.
-struct Peer {
-    helper: Helper,
-    seen: Vec<(Instant, String)>,
-}
+mod common;
+use common::lab_peer::LabPeer;
 
-impl Peer {
-    fn start(host: &netlab::lab::Host, args: &[&str]) -> Peer {
-        let bin = Path::new(env!("CARGO_BIN_EXE_crust-lab-peer"));
-        let poll = POLL.as_millis().to_string();
-        let period = BEACON_PERIOD.as_millis().to_string();
-        let connect = CONNECT_TIMEOUT.as_millis().to_string();
-        let inactivity = INACTIVITY.as_millis().to_string();
-        let mut all = vec![
-            "--network",
-            "netchange",
-            "--poll-ms",
-            &poll,
-            "--beacon-period-ms",
-            &period,
-            "--connect-timeout-ms",
-            &connect,
-            "--inactivity-ms",
-            &inactivity,
-        ];
-        all.extend_from_slice(args);
-        Peer {
-            helper: host.spawn(bin, &all).expect("start crust-lab-peer"),
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line starting with `prefix` (arrived or arriving within
-    /// `limit`), with when it arrived; it is consumed.
-    fn wait(&mut self, prefix: &str, limit: Duration) -> (Instant, String) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(i) = self.seen.iter().position(|(_, l)| l.starts_with(prefix)) {
-                let (t, l) = self.seen.remove(i);
-                return (t, l[prefix.len()..].trim().to_string());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.helper.recv_line(left) {
-                Ok(l) => self.seen.push((Instant::now(), l)),
-                Err(e) => panic!(
-                    "no line {prefix:?} within {limit:?}: {e}; lines so far: {:?}",
-                    self.seen
-                ),
-            }
-        }
-    }
+/// Starts `crust-lab-peer` with this test's settings and `args`.
+fn start(host: &netlab::lab::Host, args: &[&str]) -> LabPeer {
+    let poll = POLL.as_millis().to_string();
+    let period = BEACON_PERIOD.as_millis().to_string();
+    let connect = CONNECT_TIMEOUT.as_millis().to_string();
+    let inactivity = INACTIVITY.as_millis().to_string();
+    let mut all = vec![
+        "--network",
+        "netchange",
+        "--poll-ms",
+        &poll,
+        "--beacon-period-ms",
+        &period,
+        "--connect-timeout-ms",
+        &connect,
+        "--inactivity-ms",
+        &inactivity,
+    ];
+    all.extend_from_slice(args);
+    LabPeer::start(host, &all)
 }
 
 #[test]
@@ -98,8 +68,8 @@ fn lab_netchange_address_moves_to_another_subnet() {
     b.run(&["ip", "addr", "add", "198.51.100.34/27", "dev", "eth0"])
         .expect("b's address in the new subnet");
 
-    let mut pa = Peer::start(&a, &["--listen", "tcp://0.0.0.0:0"]);
-    let mut pb = Peer::start(&b, &["--listen", "tcp://0.0.0.0:0"]);
+    let mut pa = start(&a, &["--listen", "tcp://0.0.0.0:0"]);
+    let mut pb = start(&b, &["--listen", "tcp://0.0.0.0:0"]);
     let (_, eps) = pa.wait("endpoints ", Duration::from_secs(20));
     let old_ep = eps
         .split_whitespace()

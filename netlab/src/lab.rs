@@ -1,7 +1,7 @@
 //! Network-namespace lab: real kernel NATs, `miniupnpd`, `coturn`.
 //!
 //! Lab tests run only when [`ENABLE_ENV`] is set to `1` (as root, with the
-//! packages `.ci/run` installs: `iproute2`, `nftables`, `miniupnpd`,
+//! packages `.ci/run` installs: `iproute2`, `nftables`, `conntrack`, `miniupnpd`,
 //! `miniupnpc`, `coturn`). Without it they are `#[ignore]`d with the reason
 //! [`IGNORE_REASON`], and [`Lab::new`] panics with a clear message if one is
 //! run anyway.
@@ -86,7 +86,7 @@ pub fn require() {
     if !enabled() {
         panic!(
             "this is a network-lab test: it needs root, the packages that .ci/run installs \
-             (iproute2 nftables miniupnpd miniupnpc coturn) and {ENABLE_ENV}=1 in the environment"
+             (iproute2 nftables conntrack miniupnpd miniupnpc coturn) and {ENABLE_ENV}=1 in the environment"
         );
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -894,7 +894,7 @@ impl Host {
             for line in BufReader::new(stdout).lines() {
                 match line {
                     Ok(l) => {
-                        if tx.send(l).is_err() {
+                        if tx.send((std::time::Instant::now(), l)).is_err() {
                             break;
                         }
                     }
@@ -917,7 +917,8 @@ pub struct Helper {
     name: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
+    /// Each line with when it was read from the helper's stdout.
+    lines: mpsc::Receiver<(std::time::Instant, String)>,
 }
 
 impl fmt::Debug for Helper {
@@ -945,6 +946,16 @@ impl Helper {
 
     /// Waits up to `timeout` for the next line the helper prints.
     pub fn recv_line(&mut self, timeout: Duration) -> io::Result<String> {
+        self.recv_line_timed(timeout).map(|(_, l)| l)
+    }
+
+    /// Like [`recv_line`](Self::recv_line), with when the line arrived
+    /// (read from the helper as it printed it, however late the caller
+    /// asks).
+    pub fn recv_line_timed(
+        &mut self,
+        timeout: Duration,
+    ) -> io::Result<(std::time::Instant, String)> {
         match self.lines.recv_timeout(timeout) {
             Ok(l) => Ok(l),
             Err(mpsc::RecvTimeoutError::Timeout) => Err(io::Error::new(

@@ -1,6 +1,8 @@
 //! Helpers shared by the crust test binaries.
 #![allow(dead_code)] // each binary uses its own subset
 
+pub mod lab_peer;
+
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
