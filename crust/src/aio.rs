@@ -199,6 +199,51 @@ impl ServiceController {
             .collect())
     }
 
+    /// Prepares a rendezvous, as
+    /// [`crate::ServiceController::prepare_rendezvous`]: send its
+    /// [`info`](crate::PreparedRendezvous::info) to the peer, then call
+    /// [`rendezvous_connect`](Self::rendezvous_connect) with the peer's.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::ServiceController::prepare_rendezvous`].
+    pub async fn prepare_rendezvous(&self) -> Result<crate::PreparedRendezvous> {
+        service::prepare_rendezvous(self.inner.shared()).await
+    }
+
+    /// Connects through both NATs to the peer whose info is `theirs`, as
+    /// [`crate::ServiceController::rendezvous_connect`] (the race bounded by
+    /// [`transport::rendezvous::DEFAULT_TIMEOUT`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::ServiceController::rendezvous_connect`].
+    pub async fn rendezvous_connect(
+        &self,
+        prepared: crate::PreparedRendezvous,
+        theirs: &nat_traversal::PubRendezvousInfo,
+    ) -> Result<Stream> {
+        self.rendezvous_connect_timeout(prepared, theirs, transport::rendezvous::DEFAULT_TIMEOUT)
+            .await
+    }
+
+    /// Like [`rendezvous_connect`](Self::rendezvous_connect) with an
+    /// explicit bound on the race.
+    ///
+    /// # Errors
+    ///
+    /// As [`rendezvous_connect`](Self::rendezvous_connect).
+    pub async fn rendezvous_connect_timeout(
+        &self,
+        prepared: crate::PreparedRendezvous,
+        theirs: &nat_traversal::PubRendezvousInfo,
+        timeout: Duration,
+    ) -> Result<Stream> {
+        let c = service::rendezvous_connect(self.inner.shared(), prepared, theirs, timeout).await?;
+        log::info!("rendezvous with {} ({})", c.peer, c.t.path());
+        Ok(Stream::start(c))
+    }
+
     /// Starts listening on one more endpoint.
     ///
     /// # Errors

@@ -382,6 +382,40 @@ impl PreparedRendezvous {
     }
 }
 
+/// Prepares a rendezvous on the service's mapping context and identity
+/// (both calls, blocking and async, come here).
+pub(crate) async fn prepare_rendezvous(shared: &Shared) -> Result<PreparedRendezvous> {
+    let inner =
+        transport::rendezvous::aio::PreparedRendezvous::prepare(&shared.mapping, &shared.identity)
+            .await
+            .map_err(|e| Error::transport("preparing a rendezvous", e))?;
+    Ok(PreparedRendezvous { inner })
+}
+
+/// The rendezvous race within `timeout`, then the hellos within the
+/// connect timeout: a stream ready to start.
+pub(crate) async fn rendezvous_connect(
+    shared: &Shared,
+    prepared: PreparedRendezvous,
+    theirs: &nat_traversal::PubRendezvousInfo,
+    timeout: Duration,
+) -> Result<Connected> {
+    let ctx = shared.dial_ctx();
+    let hello_timeout = shared.config.connect_timeout;
+    let t = prepared
+        .inner
+        .connect(theirs, timeout)
+        .await
+        .map_err(|e| Error::transport("rendezvous", e))?;
+    let ep = Endpoint::new(t.protocol(), t.peer_addr(), t.peer_public_key());
+    tokio::time::timeout(hello_timeout, send_and_read_hellos(&ctx, t, ep))
+        .await
+        .map_err(|_| Error::TimedOut {
+            what: format!("the hello exchange with {ep}"),
+            after: hello_timeout,
+        })?
+}
+
 /// What [`Shared::start`] gives: the service's state, its accepted streams
 /// and its beacon-found endpoints.
 pub(crate) type Started = (
@@ -1785,13 +1819,9 @@ impl ServiceController {
     ///
     /// [`Error::Transport`] if the sockets cannot be bound or mapped.
     pub fn prepare_rendezvous(&self) -> Result<PreparedRendezvous> {
-        let (mc, id) = (self.shared.mapping.clone(), self.shared.identity.clone());
-        let inner = crust_runtime::block_on(async move {
-            transport::rendezvous::aio::PreparedRendezvous::prepare(&mc, &id).await
-        })
-        .map_err(|e| Error::io("crust::ServiceController::prepare_rendezvous", e))?
-        .map_err(|e| Error::transport("preparing a rendezvous", e))?;
-        Ok(PreparedRendezvous { inner })
+        let shared = self.shared.clone();
+        crust_runtime::block_on(async move { prepare_rendezvous(&shared).await })
+            .map_err(|e| Error::io("crust::ServiceController::prepare_rendezvous", e))?
     }
 
     /// Connects to the peer whose rendezvous info is `theirs`, through both
@@ -1829,22 +1859,10 @@ impl ServiceController {
         theirs: &nat_traversal::PubRendezvousInfo,
         timeout: Duration,
     ) -> Result<Stream> {
-        let ctx = self.shared.dial_ctx();
-        let hello_timeout = self.shared.config.connect_timeout;
+        let shared = self.shared.clone();
         let theirs = theirs.clone();
         let c = crust_runtime::block_on(async move {
-            let t = prepared
-                .inner
-                .connect(&theirs, timeout)
-                .await
-                .map_err(|e| Error::transport("rendezvous", e))?;
-            let ep = Endpoint::new(t.protocol(), t.peer_addr(), t.peer_public_key());
-            tokio::time::timeout(hello_timeout, send_and_read_hellos(&ctx, t, ep))
-                .await
-                .map_err(|_| Error::TimedOut {
-                    what: format!("the hello exchange with {ep}"),
-                    after: hello_timeout,
-                })?
+            rendezvous_connect(&shared, prepared, &theirs, timeout).await
         })
         .map_err(|e| Error::io("crust::ServiceController::rendezvous_connect", e))??;
         let peer = c.peer;

@@ -1,6 +1,7 @@
 //! The Service-level rendezvous on loopback: two services prepare, swap
 //! infos, and connect; both get a crust stream (hellos exchanged,
-//! heartbeats on) whose path says hole-punched, and messages flow.
+//! heartbeats on) whose path says hole-punched, and messages flow; the
+//! same through `crust::aio`.
 
 use std::time::Duration;
 
@@ -55,4 +56,40 @@ fn a_forged_key_in_the_info_fails_typed() {
         err
     });
     assert!(err.to_string().contains("does not hold the key"), "{err}");
+}
+
+/// The async twin: `crust::aio` services on one runtime meet by rendezvous
+/// (both connects awaited together on one task).
+#[test]
+fn two_aio_services_meet_by_rendezvous() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = Config::loopback()
+            .network_name("rendezvous-aio")
+            .beacon_enabled(false);
+        let a = crust::aio::Service::new_from_config(c.clone())
+            .await
+            .unwrap();
+        let b = crust::aio::Service::new_from_config(c).await.unwrap();
+        let pa = a.controller.prepare_rendezvous().await.unwrap();
+        let pb = b.controller.prepare_rendezvous().await.unwrap();
+        let (ia, ib) = (pa.info().clone(), pb.info().clone());
+        let (sa, sb) = tokio::join!(
+            a.controller.rendezvous_connect(pa, &ib),
+            b.controller.rendezvous_connect(pb, &ia)
+        );
+        let (sa, mut sb) = (sa.unwrap(), sb.unwrap());
+        assert_eq!(sa.peer_public_key(), b.controller.public_key());
+        assert!(matches!(sa.path(), Path::HolePunched(_)), "{}", sa.path());
+        assert_eq!(sa.path(), sb.path());
+        sa.send(b"async hello").await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), sb.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"async hello");
+    });
 }
