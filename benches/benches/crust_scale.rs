@@ -298,6 +298,22 @@ fn run_peer(role: &str) {
                     t0.elapsed().as_secs_f64()
                 ));
             }
+            Some("heartbeat") => {
+                // Plain streams only: the heartbeat baseline.
+                let ms: u64 = words.next().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+                let period = Duration::from_millis(ms);
+                let streams = if role == "listen" {
+                    std::mem::take(&mut *held.plain.lock().unwrap())
+                } else {
+                    std::mem::take(&mut dialed_plain)
+                };
+                let n = streams.len().max(1) as u32;
+                for (i, s) in streams.into_iter().enumerate() {
+                    let first = period * i as u32 / n;
+                    rt.spawn(plain_heartbeat(s, period, first));
+                }
+                reply("heartbeating");
+            }
             Some("echo") => {
                 // The listener answers every message from now on.
                 let streams = std::mem::take(&mut *held.crust.lock().unwrap());
@@ -636,6 +652,31 @@ fn print_heap_profile(what: &str, g: &Growth, whose: &str) {
 /// One phase's idle figures, from both ends.
 struct Idle {
     rss: [f64; 2],
+    /// CPU at rest with heartbeats (% of one core), per peer.
+    cpu: [f64; 2],
+}
+
+/// A plain stream's heartbeat: 23 bytes every `period` (the first after
+/// `first`), and whatever the other end sends read and dropped.
+async fn plain_heartbeat(s: tokio::net::TcpStream, period: Duration, first: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = s.into_split();
+    let mut buf = [0u8; 64];
+    let mut next = tokio::time::Instant::now() + first;
+    loop {
+        tokio::select! {
+            got = r.read(&mut buf) => match got {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep_until(next) => {
+                if w.write_all(&[0u8; 23]).await.is_err() {
+                    return;
+                }
+                next += period;
+            }
+        }
+    }
 }
 
 /// Opens `n` connections of `kind` between a fresh listener and dialler,
@@ -670,7 +711,10 @@ fn phase(kind: &str, n: usize, label: &str, opts: &Opts) -> Idle {
     };
     std::thread::sleep(settle);
     let at = [listener.stats(), dialer.stats()];
-    let mut idle = Idle { rss: [0.0; 2] };
+    let mut idle = Idle {
+        rss: [0.0; 2],
+        cpu: [0.0; 2],
+    };
     let (conns_name, what) = match kind {
         "plain" => ("10k", "plain_tokio_tcp_conn_end".to_owned()),
         "tcp" => ("10k", "idle_tcp_conn_end".to_owned()),
@@ -732,6 +776,7 @@ fn phase(kind: &str, n: usize, label: &str, opts: &Opts) -> Idle {
         };
         for (i, whose) in names.iter().enumerate() {
             let pct = (t1[i].ticks - t0[i].ticks) as f64 / opts.clk_tck / window * 100.0;
+            idle.cpu[i] = pct;
             print(name, pct, "%", whose);
             ratio_line(&format!("{name}/2%"), pct / 2.0, 1.0, true, whose);
         }
@@ -804,6 +849,25 @@ fn phase(kind: &str, n: usize, label: &str, opts: &Opts) -> Idle {
             );
         }
     }
+    if !crust {
+        // The same heartbeat traffic over the plain streams: a 23-byte write
+        // (a crust heartbeat record's size) every heartbeat period from each
+        // end, read by the other, the first ones spread over the period as
+        // crust's are by the opening.
+        let period = Config::default().heartbeat_period.as_millis();
+        listener.cmd(&format!("heartbeat {period}"));
+        dialer.cmd(&format!("heartbeat {period}"));
+        let t0 = [listener.stats(), dialer.stats()];
+        let w0 = Instant::now();
+        std::thread::sleep(opts.cpu_window);
+        let t1 = [listener.stats(), dialer.stats()];
+        let window = w0.elapsed().as_secs_f64();
+        for (i, whose) in names.iter().enumerate() {
+            let pct = (t1[i].ticks - t0[i].ticks) as f64 / opts.clk_tck / window * 100.0;
+            idle.cpu[i] = pct;
+            print("heartbeat_cpu_plain_tokio_10k", pct, "%", whose);
+        }
+    }
     listener.quit();
     dialer.quit();
     idle
@@ -868,6 +932,15 @@ fn main() {
         println!(
             "rss_per_idle_tcp_conn_end minus baseline: {:.2} KiB [{whose}]",
             tcp.rss[i] - base.rss[i]
+        );
+    }
+    for (i, whose) in ["listener", "dialer"].iter().enumerate() {
+        ratio_line(
+            "heartbeat_cpu_10k/heartbeat_cpu_plain_tokio_10k",
+            tcp.cpu[i] / base.cpu[i].max(1e-9),
+            2.0,
+            true,
+            whose,
         );
     }
     let utp = phase("utp", utp_conns, "crust::aio over uTP", &opts);
