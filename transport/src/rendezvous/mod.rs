@@ -35,6 +35,7 @@ use crate::path::Path;
 
 pub mod aio;
 mod blocking;
+pub mod tokens;
 
 pub use blocking::Rendezvous;
 
