@@ -69,7 +69,8 @@ pub use mapping::{
 pub use portmap::IgdOutcome;
 pub use punch::{PunchConfig, PunchFailure, PunchFailureKind, Punched};
 pub use rendezvous::{
-    Filtering, Mapping, NatBehaviour, PrivRendezvousInfo, PubRendezvousInfo, RendezvousDecodeError,
+    Filtering, ListenerEndpoint, ListenerProtocol, Mapping, NatBehaviour, PrivRendezvousInfo,
+    PubRendezvousInfo, RendezvousDecodeError,
     gen_rendezvous_info, gen_rendezvous_info_rng, gen_rendezvous_info_with,
 };
 
