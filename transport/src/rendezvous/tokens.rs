@@ -329,11 +329,9 @@ impl<T> TokenTable<T> {
 
 /// The handshake payload field type of a listener token (`docs/wire.md`
 /// §2.2).
-#[allow(dead_code)] // used by the ListenerSet (next commit)
 pub(crate) const PAYLOAD_TOKEN: u8 = 0x01;
 
 /// The handshake payload that carries `token`: `01 10 ‖ token`.
-#[allow(dead_code)]
 pub(crate) fn token_payload(token: &Token) -> [u8; 2 + TOKEN_LEN] {
     let mut p = [0u8; 2 + TOKEN_LEN];
     p[0] = PAYLOAD_TOKEN;
@@ -344,7 +342,6 @@ pub(crate) fn token_payload(token: &Token) -> [u8; 2 + TOKEN_LEN] {
 
 /// The token in a handshake payload, if it has a well-formed token field
 /// (unknown fields are skipped; a malformed list counts as no token).
-#[allow(dead_code)]
 pub(crate) fn payload_token(mut p: &[u8]) -> Option<Token> {
     while let [t, len, rest @ ..] = p {
         let len = usize::from(*len);
