@@ -760,7 +760,9 @@ mod tests {
         }
         assert_eq!(
             PubRendezvousInfo::decode(&b),
-            Err(RendezvousDecodeError::TooManyEndpoints(MAX_LISTENER_ENDPOINTS + 1))
+            Err(RendezvousDecodeError::TooManyEndpoints(
+                MAX_LISTENER_ENDPOINTS + 1
+            ))
         );
         let mut b = i.encode();
         b.extend_from_slice(&[0x06, 8, 7, 4, 198, 51, 100, 9, 0x15, 0x6b]);

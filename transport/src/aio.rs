@@ -745,10 +745,14 @@ impl Listener {
             })
             .collect();
         for (protocol, m) in mapped {
-            if !published
-                .iter()
-                .any(|p| p.endpoint.protocol == protocol && p.endpoint.addr == m.addr)
+            if let Some(p) = published
+                .iter_mut()
+                .find(|p| p.endpoint.protocol == protocol && p.endpoint.addr == m.addr)
             {
+                // STUN saw the address a UPnP mapping also gives (the NAT
+                // kept the port): anyone can reach it.
+                p.nat_restricted &= m.nat_restricted;
+            } else {
                 log::info!(
                     "listening on {protocol}://{} too ({})",
                     m.addr,

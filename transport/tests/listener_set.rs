@@ -98,7 +98,14 @@ fn a_peer_reaching_our_listener_gets_to_connect_never_to_accept() {
         let ep = set
             .endpoints()
             .into_iter()
-            .find(|e| e.protocol == if round % 2 == 0 { Protocol::Tcp } else { Protocol::Utp })
+            .find(|e| {
+                e.protocol
+                    == if round % 2 == 0 {
+                        Protocol::Tcp
+                    } else {
+                        Protocol::Utp
+                    }
+            })
             .unwrap();
         let c = std::thread::spawn(move || Stream::direct_connect(&client, &ep, T));
         let mut accepted = set.accept_timeout(T).unwrap();

@@ -11,11 +11,11 @@ use tokio::task::JoinSet;
 use super::tokens::{self, Token};
 use super::{Attempt, AttemptFailure, RaceCore, Selection};
 use crate::aio::{Carrier, Incoming, Stream};
-use crate::listener_set::TokenLink;
 use crate::endpoint::{Endpoint, Protocol};
 use crate::error::{Error, Result};
 use crate::handshake::{self, FirstMessage};
 use crate::identity::{Identity, PublicKey};
+use crate::listener_set::TokenLink;
 use crate::utp::aio::UtpSocket;
 
 /// A rendezvous whose sockets are mapped and whose info is ready to send

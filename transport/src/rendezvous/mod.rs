@@ -254,9 +254,7 @@ impl RaceCore {
     /// be written; then the race goes on with the others), at `now`.
     pub fn handle_failed_at(&mut self, a: Attempt, why: AttemptFailure, now: Instant) {
         self.handle_failed(a, why);
-        if !self.done
-            && self.passive_until.is_none()
-            && self.running.iter().all(|x| x.is_passive())
+        if !self.done && self.passive_until.is_none() && self.running.iter().all(|x| x.is_passive())
         {
             self.passive_until = Some(now + PASSIVE_GRACE);
         }
@@ -397,7 +395,10 @@ mod tests {
         let t = Instant::now();
         // We select: the peer's dial to our listener finished first.
         let mut s = RaceCore::new(&lo, &hi, &ALL, t, DEFAULT_TIMEOUT);
-        assert_eq!(s.handle_established(Attempt::OurListener), Selection::Select);
+        assert_eq!(
+            s.handle_established(Attempt::OurListener),
+            Selection::Select
+        );
         assert_eq!(s.handle_established(Attempt::TcpPunch), Selection::Refuse);
         assert_eq!(s.outcome(t), Some(Ok(Attempt::OurListener)));
         // The peer selects: our dial to its listener is the one it chose.
@@ -419,9 +420,17 @@ mod tests {
         let mut c = RaceCore::new(&lo, &hi, &ALL, t, DEFAULT_TIMEOUT);
         assert!(!Attempt::TheirListener.is_passive() && Attempt::OurListener.is_passive());
         c.handle_failed_at(Attempt::UdpPunch, AttemptFailure::Other("u".into()), t + s);
-        c.handle_failed_at(Attempt::TcpPunch, AttemptFailure::Other("t".into()), t + 2 * s);
+        c.handle_failed_at(
+            Attempt::TcpPunch,
+            AttemptFailure::Other("t".into()),
+            t + 2 * s,
+        );
         assert_eq!(c.poll_timeout(), Some(t + DEFAULT_TIMEOUT));
-        c.handle_failed_at(Attempt::TheirListener, AttemptFailure::Other("l".into()), t + 3 * s);
+        c.handle_failed_at(
+            Attempt::TheirListener,
+            AttemptFailure::Other("l".into()),
+            t + 3 * s,
+        );
         // Only the passive one is left: it has PASSIVE_GRACE.
         assert_eq!(c.poll_timeout(), Some(t + 3 * s + PASSIVE_GRACE));
         c.handle_timeout(t + 4 * s);
@@ -431,13 +440,19 @@ mod tests {
         for a in &ALL[..3] {
             w.handle_failed_at(*a, AttemptFailure::TimedOut, t + s);
         }
-        assert_eq!(w.handle_established(Attempt::OurListener), Selection::Select);
+        assert_eq!(
+            w.handle_established(Attempt::OurListener),
+            Selection::Select
+        );
         assert_eq!(w.outcome(t + 2 * s), Some(Ok(Attempt::OurListener)));
         // Past the grace the race fails, listing every attempt.
         c.handle_timeout(t + 3 * s + PASSIVE_GRACE);
         let f = c.outcome(t + 5 * s).unwrap().unwrap_err();
         assert_eq!(f.attempts.len(), 4);
-        assert_eq!(f.attempts[3], (Attempt::OurListener, AttemptFailure::TimedOut));
+        assert_eq!(
+            f.attempts[3],
+            (Attempt::OurListener, AttemptFailure::TimedOut)
+        );
         // The grace never outlasts the deadline.
         let mut d = RaceCore::new(&lo, &hi, &ALL, t, Duration::from_secs(3));
         for a in &ALL[..3] {

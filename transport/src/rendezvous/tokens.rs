@@ -275,7 +275,12 @@ impl<T> TokenTable<T> {
     /// Counts one refusal for the log: `Some(line)` when a line is due (at
     /// most once per [`REPORT_EVERY`]), covering the refusals since the
     /// last line.
-    pub fn report(&mut self, refusal: Refusal, peer: impl fmt::Display, now: Instant) -> Option<String> {
+    pub fn report(
+        &mut self,
+        refusal: Refusal,
+        peer: impl fmt::Display,
+        now: Instant,
+    ) -> Option<String> {
         self.limiter.record(now).map(|n| {
             format!(
                 "refused a rendezvous stream from {peer}: {refusal} ({n} refused since the last report; \
@@ -450,11 +455,17 @@ mod tests {
         // The deadline moved with expect().
         let b = t.register(tok(2), t0 + 100 * S, 'b').unwrap();
         t.expect(&b, [7; 32], t0 + 12 * S, t0);
-        assert_eq!(t.lookup(&b, Some(&[7; 32]), t0 + 12 * S), Err(Refusal::Expired));
+        assert_eq!(
+            t.lookup(&b, Some(&[7; 32]), t0 + 12 * S),
+            Err(Refusal::Expired)
+        );
         // An expired token is not revived by expect().
         let c = t.register(tok(3), t0 + S, 'c').unwrap();
         assert!(!t.expect(&c, [7; 32], t0 + 100 * S, t0 + 2 * S));
-        assert_eq!(t.lookup(&c, Some(&[7; 32]), t0 + 3 * S), Err(Refusal::Expired));
+        assert_eq!(
+            t.lookup(&c, Some(&[7; 32]), t0 + 3 * S),
+            Err(Refusal::Expired)
+        );
     }
 
     #[test]
@@ -467,9 +478,14 @@ mod tests {
         let first = t.report(Refusal::Replayed, "192.0.2.1:9", t0 + S);
         assert!(first.unwrap().contains("token used already (1 refused"));
         for i in 0..1000 {
-            assert!(t.report(Refusal::Unknown, "x", t0 + S + Duration::from_millis(i)).is_none());
+            assert!(
+                t.report(Refusal::Unknown, "x", t0 + S + Duration::from_millis(i))
+                    .is_none()
+            );
         }
-        let next = t.report(Refusal::Unknown, "x", t0 + S + REPORT_EVERY).unwrap();
+        let next = t
+            .report(Refusal::Unknown, "x", t0 + S + REPORT_EVERY)
+            .unwrap();
         assert!(next.contains("(1001 refused"), "{next}");
     }
 }
