@@ -83,7 +83,9 @@ fn a_peer_reaching_our_listener_gets_to_connect_never_to_accept() {
         assert!(ib.listener_token.is_some());
         assert_eq!(ib.listener_endpoints.len(), 2, "{ib:?}");
         assert_eq!(set.pending_rendezvous(), 1);
+        let started = std::time::Instant::now();
         let (ra, rb) = connect_pair(a, b, listeners_only(&ib), T);
+        let took = started.elapsed();
         let (mut sa, mut sb) = (ra.unwrap(), rb.unwrap());
         assert!(matches!(sa.path(), Path::Mapped(_)), "{}", sa.path());
         assert_eq!(sa.path(), sb.path(), "round {round}");
@@ -107,12 +109,12 @@ fn a_peer_reaching_our_listener_gets_to_connect_never_to_accept() {
                     }
             })
             .unwrap();
-        let c = std::thread::spawn(move || Stream::direct_connect(&client, &ep, T));
+        let c = std::thread::spawn(move || Stream::direct_connect(&client, ep, T));
         let mut accepted = set.accept_timeout(T).unwrap();
         let mut dialled = c.join().unwrap().unwrap();
         assert_eq!(accepted.peer_public_key(), ck);
         exchange(&mut dialled, &mut accepted);
-        println!("round {round}: {}", sa.path());
+        println!("round {round}: {} in {took:?}", sa.path());
     }
     assert_eq!(set.token_refusals(), Default::default());
 }
@@ -167,7 +169,7 @@ fn forged_replayed_and_expired_tokens_are_refused_and_the_good_exchange_goes_on(
     let client = Identity::generate();
     let ck = client.public_key();
     let ep = set.endpoints()[0];
-    let c = std::thread::spawn(move || Stream::direct_connect(&client, &ep, T));
+    let c = std::thread::spawn(move || Stream::direct_connect(&client, ep, T));
     let accepted = set.accept_timeout(T).unwrap();
     assert_eq!(accepted.peer_public_key(), ck);
     c.join().unwrap().unwrap();
@@ -209,4 +211,21 @@ fn the_set_refuses_a_listener_of_another_key_and_gives_listeners_back() {
     assert_eq!(back.public_key(), id.public_key());
     assert!(set.endpoints().is_empty());
     assert!(set.remove_listener(l).is_none());
+}
+
+#[test]
+fn the_utp_listener_path_carries_the_stream_too() {
+    // Only a uTP listener: the listener path runs over uTP.
+    let idb = Identity::generate();
+    let set = ListenerSet::new(&mc());
+    set.add_listener(Listener::bind(&idb, "utp://127.0.0.1:0").unwrap())
+        .unwrap();
+    let a = Rendezvous::prepare(&mc(), &Identity::generate()).unwrap();
+    let b = set.prepare_rendezvous().unwrap();
+    let ib = listeners_only(b.info());
+    let (ra, rb) = connect_pair(a, b, ib, T);
+    let (mut sa, mut sb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(sa.path(), Path::Mapped(Protocol::Utp));
+    assert_eq!(sb.path(), Path::Mapped(Protocol::Utp));
+    exchange(&mut sa, &mut sb);
 }

@@ -21,6 +21,18 @@
 //! which it reads `1`. So both ends keep the same stream; the others are
 //! closed and their sockets released.
 //!
+//! A rendezvous prepared by a [`ListenerSet`](crate::ListenerSet) also
+//! publishes the set's listener endpoints with a one-use token
+//! ([`tokens`]); a peer whose info lists them dials them directly as a
+//! third attempt ([`Attempt::TheirListener`]), carrying the token in its
+//! encrypted handshake, and the set hands that stream to the pending
+//! rendezvous ([`Attempt::OurListener`]), never to `accept`. The stream
+//! must prove the key in the info like any other; its path is
+//! [`Path::Mapped`]. The selection works as on the punched carriers; when
+//! the dialler selects, the listener's side first writes one encrypted
+//! byte `1` ("taken"), so a stream whose token was refused is never
+//! selected.
+//!
 //! When no attempt works, [`Error::RendezvousFailed`](crate::Error::RendezvousFailed) lists each attempt
 //! with why ([`AttemptFailure`]), so a caller can decide to relay.
 //!

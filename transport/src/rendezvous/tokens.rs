@@ -19,7 +19,8 @@
 //!
 //! let t0 = Instant::now();
 //! let mut table = TokenTable::new(4);
-//! let token = table.register(rand::random(), t0 + Duration::from_secs(12), "race 1").unwrap();
+//! let bytes: [u8; 16] = rand::random();
+//! let token = table.register(bytes, t0 + Duration::from_secs(12), "race 1").unwrap();
 //! assert_eq!(table.lookup(&token, None, t0), Ok("race 1"));
 //! assert_eq!(table.lookup(&token, None, t0), Err(Refusal::Replayed));
 //! ```
