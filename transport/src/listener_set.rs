@@ -325,9 +325,23 @@ impl ListenerSet {
 
 impl Drop for ListenerSet {
     fn drop(&mut self) {
-        for m in self.members().drain(..) {
+        let members: Vec<Member> = self.members().drain(..).collect();
+        let mut listeners = Vec::with_capacity(members.len());
+        let mut routers = Vec::with_capacity(members.len());
+        for m in members {
             m.router.abort();
+            routers.push(m.router);
+            listeners.push(m.listener);
         }
+        // Once the routers are gone, `listeners` holds the last references:
+        // they drop here, on the caller's thread, closing their sockets
+        // before this drop returns (as a lone `Listener` does).
+        crust_runtime::finish_in_drop("stopping a listener set", None, async move {
+            for r in routers {
+                let _ = r.await;
+            }
+        });
+        drop(listeners);
     }
 }
 

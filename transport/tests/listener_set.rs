@@ -229,3 +229,17 @@ fn the_utp_listener_path_carries_the_stream_too() {
     assert_eq!(sb.path(), Path::Mapped(Protocol::Utp));
     exchange(&mut sa, &mut sb);
 }
+
+#[test]
+fn dropping_the_set_closes_its_listeners_before_the_drop_returns() {
+    let set = set_with(&Identity::generate(), ListenerSetOptions::default());
+    let tcp = set
+        .endpoints()
+        .into_iter()
+        .find(|e| e.protocol == Protocol::Tcp)
+        .unwrap();
+    let _pending = set.prepare_rendezvous().unwrap();
+    drop(set);
+    let e = std::net::TcpStream::connect(tcp.addr).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+}
