@@ -346,12 +346,42 @@ impl Drop for ListenerSet {
 }
 
 /// Takes one listener's proven streams and routes them: no token to
-/// `accept`, a live token to its rendezvous, any other token closed.
+/// `accept`, a live token to its rendezvous, any other token closed. When
+/// the set's accept queue is full it holds one unsolicited stream and
+/// closes further unsolicited ones (logged at most once per 10 s), so the
+/// streams of pending rendezvous never wait behind them.
 async fn route(listener: Arc<Listener>, shared: Arc<Shared>, accept: mpsc::Sender<Incoming>) {
-    while let Ok(inc) = listener.accept_incoming().await {
+    let mut held: Option<Incoming> = None;
+    let mut full = crate::admission::RateLimited::new(tokens::REPORT_EVERY);
+    loop {
+        let inc = tokio::select! {
+            permit = accept.reserve(), if held.is_some() => {
+                match (permit, held.take()) {
+                    (Ok(p), Some(inc)) => p.send(inc),
+                    (Ok(_), None) => {}
+                    (Err(_), _) => break,
+                }
+                continue;
+            }
+            inc = listener.accept_incoming() => match inc {
+                Ok(inc) => inc,
+                Err(_) => break,
+            },
+        };
         let Some(token) = tokens::payload_token(&inc.payload) else {
-            if accept.send(inc).await.is_err() {
-                break;
+            if held.is_some() {
+                if let Some(n) = full.record(Instant::now()) {
+                    log::warn!(
+                        "listener set: accept queue full, closing unsolicited connections \
+                         ({n} since the last report)"
+                    );
+                }
+                continue;
+            }
+            match accept.try_send(inc) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(inc)) => held = Some(inc),
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
             }
             continue;
         };

@@ -243,3 +243,34 @@ fn dropping_the_set_closes_its_listeners_before_the_drop_returns() {
     let e = std::net::TcpStream::connect(tcp.addr).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
 }
+
+#[test]
+fn rendezvous_streams_do_not_wait_behind_a_full_accept_queue() {
+    let idb = Identity::generate();
+    let set = set_with(&idb, ListenerSetOptions::default().accept_queue(1));
+    let ep = set
+        .endpoints()
+        .into_iter()
+        .find(|e| e.protocol == Protocol::Tcp)
+        .unwrap();
+    // Nobody accepts: one fills the queue, one is held, the rest closed.
+    let ids: Vec<Identity> = (0..4).map(|_| Identity::generate()).collect();
+    let _clients: Vec<Stream> = ids
+        .iter()
+        .map(|id| Stream::direct_connect(id, ep, T).unwrap())
+        .collect();
+    let a = Rendezvous::prepare(&mc(), &Identity::generate()).unwrap();
+    let b = set.prepare_rendezvous().unwrap();
+    let ib = listeners_only(b.info());
+    let (ra, rb) = connect_pair(a, b, ib, T);
+    let (mut sa, mut sb) = (ra.unwrap(), rb.unwrap());
+    assert!(matches!(sb.path(), Path::Mapped(_)), "{}", sb.path());
+    exchange(&mut sa, &mut sb);
+    // The first two unsolicited ones are still there for accept.
+    for id in &ids[..2] {
+        assert_eq!(
+            set.accept_timeout(T).unwrap().peer_public_key(),
+            id.public_key()
+        );
+    }
+}
