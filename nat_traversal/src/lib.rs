@@ -69,8 +69,9 @@ pub use mapping::{
 pub use portmap::IgdOutcome;
 pub use punch::{PunchConfig, PunchFailure, PunchFailureKind, Punched};
 pub use rendezvous::{
-    Filtering, Mapping, NatBehaviour, PrivRendezvousInfo, PubRendezvousInfo, RendezvousDecodeError,
-    gen_rendezvous_info, gen_rendezvous_info_rng, gen_rendezvous_info_with,
+    Filtering, ListenerEndpoint, ListenerProtocol, Mapping, NatBehaviour, PrivRendezvousInfo,
+    PubRendezvousInfo, RendezvousDecodeError, gen_rendezvous_info, gen_rendezvous_info_rng,
+    gen_rendezvous_info_with,
 };
 
 /// `t + d`, or a point far beyond any real deadline when that overflows: a

@@ -24,6 +24,32 @@ pub const SECRET_LEN: usize = 16;
 pub const STATIC_KEY_LEN: usize = 32;
 /// The longest binary encoding a decoder reads.
 pub const MAX_ENCODED_LEN: usize = 1024;
+/// The most listener endpoints one rendezvous info carries (so the
+/// largest encoding stays under [`MAX_ENCODED_LEN`]).
+pub const MAX_LISTENER_ENDPOINTS: usize = 8;
+/// Length of a listener token.
+pub const LISTENER_TOKEN_LEN: usize = 16;
+
+/// The carrier protocol of a [`ListenerEndpoint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ListenerProtocol {
+    /// TCP.
+    Tcp,
+    /// uTP over UDP.
+    Utp,
+}
+
+/// An endpoint of one of the sender's listeners (public, UPnP-mapped or
+/// on the LAN): the peer may dial it directly, carrying the info's
+/// [`listener_token`](PubRendezvousInfo::listener_token) in its handshake,
+/// and proving the sender's [`static_key`](PubRendezvousInfo::static_key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    /// The carrier protocol.
+    pub protocol: ListenerProtocol,
+    /// The address.
+    pub addr: SocketAddr,
+}
 
 /// How a NAT maps our internal address to external ones (RFC 4787), as far
 /// as we learned it.
@@ -111,6 +137,14 @@ pub struct PubRendezvousInfo {
     /// The sender's static public key, when the stream that follows the
     /// punch must prove it (the transport's Noise handshake).
     pub static_key: Option<[u8; STATIC_KEY_LEN]>,
+    /// The sender's listeners' endpoints, which the peer may dial directly
+    /// (at most [`MAX_LISTENER_ENDPOINTS`]); used only with a
+    /// [`listener_token`](Self::listener_token) and a
+    /// [`static_key`](Self::static_key).
+    pub listener_endpoints: Vec<ListenerEndpoint>,
+    /// The token a stream dialled to a listener endpoint carries in its
+    /// encrypted handshake, so the sender hands it to this rendezvous.
+    pub listener_token: Option<[u8; LISTENER_TOKEN_LEN]>,
 }
 
 /// Why bytes are not a [`PubRendezvousInfo`].
@@ -140,8 +174,11 @@ pub enum RendezvousDecodeError {
     UnknownMapping(u8),
     /// A filtering code this version does not know.
     UnknownFiltering(u8),
-    /// More than [`MAX_ENDPOINTS`] endpoints of one kind.
+    /// More than [`MAX_ENDPOINTS`] endpoints of one kind (or more than
+    /// [`MAX_LISTENER_ENDPOINTS`] listener endpoints).
     TooManyEndpoints(usize),
+    /// A listener protocol code this version does not know.
+    UnknownListenerProtocol(u8),
     /// An address family other than 4 or 6.
     UnknownFamily(u8),
     /// An endpoint with port 0 or an unspecified address.
@@ -176,6 +213,7 @@ impl fmt::Display for RendezvousDecodeError {
                 )
             }
             Self::UnknownFamily(c) => write!(f, "unknown address family {c}"),
+            Self::UnknownListenerProtocol(c) => write!(f, "unknown listener protocol {c}"),
             Self::UnusableEndpoint => f.write_str("endpoint with port 0 or an unspecified address"),
             Self::Malformed(what) => f.write_str(what),
         }
@@ -228,8 +266,8 @@ fn nat_from_byte(b: u8) -> Result<NatBehaviour, RendezvousDecodeError> {
 }
 
 /// The binary form's field types (`docs/wire.md` §5). Types not listed are
-/// skipped by readers of this version; 0x06 to 0x08 are reserved for what
-/// later versions add.
+/// skipped by readers of this version; 0x07 and 0x08 are reserved for
+/// what later versions add.
 mod field {
     /// The secret (16 bytes). Required, once.
     pub(super) const SECRET: u8 = 0x01;
@@ -241,6 +279,11 @@ mod field {
     pub(super) const TCP_ENDPOINT: u8 = 0x04;
     /// The static public key (32 bytes). At most once.
     pub(super) const STATIC_KEY: u8 = 0x05;
+    /// A listener endpoint (protocol: 0 TCP, 1 uTP; then as an endpoint).
+    /// Repeated.
+    pub(super) const LISTENER_ENDPOINT: u8 = 0x06;
+    /// The listener token (16 bytes). At most once.
+    pub(super) const LISTENER_TOKEN: u8 = 0x09;
 }
 
 fn put_field(out: &mut Vec<u8>, t: u8, value: &[u8]) {
@@ -297,12 +340,46 @@ fn check_endpoints(eps: &[SocketAddr]) -> Result<(), RendezvousDecodeError> {
     Ok(())
 }
 
+fn check_listener_endpoints(eps: &[ListenerEndpoint]) -> Result<(), RendezvousDecodeError> {
+    if eps.len() > MAX_LISTENER_ENDPOINTS {
+        return Err(RendezvousDecodeError::TooManyEndpoints(eps.len()));
+    }
+    if eps
+        .iter()
+        .any(|e| e.addr.port() == 0 || e.addr.ip().is_unspecified())
+    {
+        return Err(RendezvousDecodeError::UnusableEndpoint);
+    }
+    Ok(())
+}
+
 impl PubRendezvousInfo {
     /// Checks the limits every decoder enforces: at most [`MAX_ENDPOINTS`]
-    /// endpoints of each kind, none with port 0 or an unspecified address.
+    /// endpoints of each kind and [`MAX_LISTENER_ENDPOINTS`] listener
+    /// endpoints, none with port 0 or an unspecified address.
     pub fn validate(&self) -> Result<(), RendezvousDecodeError> {
         check_endpoints(&self.endpoints)?;
-        check_endpoints(&self.tcp_endpoints)
+        check_endpoints(&self.tcp_endpoints)?;
+        check_listener_endpoints(&self.listener_endpoints)
+    }
+
+    /// With our listeners' endpoints (at most [`MAX_LISTENER_ENDPOINTS`]
+    /// are kept; duplicates and unusable ones are dropped) and the token a
+    /// stream dialled to them carries.
+    pub fn with_listeners(
+        mut self,
+        endpoints: impl IntoIterator<Item = ListenerEndpoint>,
+        token: [u8; LISTENER_TOKEN_LEN],
+    ) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        self.listener_endpoints = endpoints
+            .into_iter()
+            .filter(|e| e.addr.port() != 0 && !e.addr.ip().is_unspecified())
+            .filter(|e| seen.insert(*e))
+            .take(MAX_LISTENER_ENDPOINTS)
+            .collect();
+        self.listener_token = Some(token);
+        self
     }
 
     /// With our static public key, which the stream after the punch must
@@ -359,6 +436,17 @@ impl PubRendezvousInfo {
         if let Some(k) = &self.static_key {
             put_field(&mut out, field::STATIC_KEY, k);
         }
+        for e in self.listener_endpoints.iter().take(MAX_LISTENER_ENDPOINTS) {
+            let mut v = vec![match e.protocol {
+                ListenerProtocol::Tcp => 0,
+                ListenerProtocol::Utp => 1,
+            }];
+            v.extend_from_slice(&endpoint_bytes(&e.addr));
+            put_field(&mut out, field::LISTENER_ENDPOINT, &v);
+        }
+        if let Some(t) = &self.listener_token {
+            put_field(&mut out, field::LISTENER_TOKEN, t);
+        }
         out
     }
 
@@ -381,6 +469,8 @@ impl PubRendezvousInfo {
         let mut static_key = None;
         let mut endpoints = Vec::new();
         let mut tcp_endpoints = Vec::new();
+        let mut listener_endpoints = Vec::new();
+        let mut listener_token = None;
         while let [t, len, rest @ ..] = p {
             let (t, len) = (*t, usize::from(*len));
             if rest.len() < len {
@@ -422,6 +512,28 @@ impl PubRendezvousInfo {
                     }
                     list.push(endpoint_from_bytes(t, v)?);
                 }
+                field::LISTENER_ENDPOINT => {
+                    if listener_endpoints.len() == MAX_LISTENER_ENDPOINTS {
+                        return Err(E::TooManyEndpoints(MAX_LISTENER_ENDPOINTS + 1));
+                    }
+                    let (&p, a) = v.split_first().ok_or(bad_len)?;
+                    let protocol = match p {
+                        0 => ListenerProtocol::Tcp,
+                        1 => ListenerProtocol::Utp,
+                        c => return Err(E::UnknownListenerProtocol(c)),
+                    };
+                    let addr = endpoint_from_bytes(t, a).map_err(|e| match e {
+                        E::FieldLength { .. } => bad_len,
+                        other => other,
+                    })?;
+                    listener_endpoints.push(ListenerEndpoint { protocol, addr });
+                }
+                field::LISTENER_TOKEN => {
+                    let k: [u8; LISTENER_TOKEN_LEN] = v.try_into().map_err(|_| bad_len)?;
+                    if listener_token.replace(k).is_some() {
+                        return Err(E::DuplicateField(t));
+                    }
+                }
                 _ => {} // a later version's field: skipped
             }
         }
@@ -434,6 +546,8 @@ impl PubRendezvousInfo {
             secret: secret.ok_or(E::MissingSecret)?,
             nat: nat.unwrap_or_default(),
             static_key,
+            listener_endpoints,
+            listener_token,
         };
         info.validate()?;
         Ok(info)
@@ -454,6 +568,10 @@ struct JsonRendezvousInfo {
     tcp_endpoints: Vec<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     static_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    listener_endpoints: Vec<ListenerEndpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    listener_token: Option<String>,
 }
 
 impl TryFrom<JsonRendezvousInfo> for PubRendezvousInfo {
@@ -467,6 +585,7 @@ impl TryFrom<JsonRendezvousInfo> for PubRendezvousInfo {
         // Bound the lists before anything else looks at them.
         check_endpoints(&j.endpoints)?;
         check_endpoints(&j.tcp_endpoints)?;
+        check_listener_endpoints(&j.listener_endpoints)?;
         let secret = hex_array::<SECRET_LEN>(&j.secret)
             .ok_or(E::Malformed("secret is not 32 hex digits"))?;
         let static_key = match &j.static_key {
@@ -476,12 +595,21 @@ impl TryFrom<JsonRendezvousInfo> for PubRendezvousInfo {
             ),
             None => None,
         };
+        let listener_token = match &j.listener_token {
+            Some(k) => Some(
+                hex_array::<LISTENER_TOKEN_LEN>(k)
+                    .ok_or(E::Malformed("listener_token is not 32 hex digits"))?,
+            ),
+            None => None,
+        };
         let info = PubRendezvousInfo {
             endpoints: j.endpoints,
             tcp_endpoints: j.tcp_endpoints,
             secret,
             nat: j.nat,
             static_key,
+            listener_endpoints: j.listener_endpoints,
+            listener_token,
         };
         info.validate()?;
         Ok(info)
@@ -497,6 +625,8 @@ impl From<PubRendezvousInfo> for JsonRendezvousInfo {
             endpoints: i.endpoints,
             tcp_endpoints: i.tcp_endpoints,
             static_key: i.static_key.map(hex::encode),
+            listener_endpoints: i.listener_endpoints,
+            listener_token: i.listener_token.map(hex::encode),
         }
     }
 }
@@ -550,6 +680,8 @@ pub fn gen_rendezvous_info_rng<R: rand::CryptoRng + ?Sized>(
             secret,
             nat,
             static_key: None,
+            listener_endpoints: Vec::new(),
+            listener_token: None,
         },
     )
 }
@@ -573,7 +705,84 @@ mod tests {
                 filtering: Filtering::AddressAndPortDependent,
             },
             static_key: Some(std::array::from_fn(|i| 0xa0 + i as u8)),
+            listener_endpoints: Vec::new(),
+            listener_token: None,
         }
+    }
+
+    fn example_with_listeners() -> PubRendezvousInfo {
+        let mut i = example();
+        i.endpoints.truncate(1);
+        i.tcp_endpoints.clear();
+        i.with_listeners(
+            [
+                ListenerEndpoint {
+                    protocol: ListenerProtocol::Tcp,
+                    addr: "198.51.100.9:5483".parse().unwrap(),
+                },
+                ListenerEndpoint {
+                    protocol: ListenerProtocol::Utp,
+                    addr: "198.51.100.9:5484".parse().unwrap(),
+                },
+            ],
+            std::array::from_fn(|i| 0xc0 + i as u8),
+        )
+    }
+
+    #[test]
+    fn wire_md_listener_example_and_limits() {
+        let i = example_with_listeners();
+        netlab::wire_doc::assert_hex(WIRE_MD, "rendezvous-binary-listeners", &i.encode());
+        let doc = netlab::wire_doc::hex(WIRE_MD, "rendezvous-binary-listeners");
+        assert_eq!(PubRendezvousInfo::decode(&doc).unwrap(), i);
+        let json = serde_json::to_string(&i).unwrap();
+        assert_eq!(serde_json::from_str::<PubRendezvousInfo>(&json).unwrap(), i);
+        // The largest info this version writes still decodes.
+        let v6 = |n: u16| SocketAddr::new("2001:db8::1".parse().unwrap(), 1000 + n);
+        let mut big = example();
+        big.endpoints = (0..16).map(v6).collect();
+        big.tcp_endpoints = (16..32).map(v6).collect();
+        let big = big.with_listeners(
+            (32..50).map(|n| ListenerEndpoint {
+                protocol: ListenerProtocol::Utp,
+                addr: v6(n),
+            }),
+            [1; 16],
+        );
+        assert_eq!(big.listener_endpoints.len(), MAX_LISTENER_ENDPOINTS);
+        let bytes = big.encode();
+        assert!(bytes.len() <= MAX_ENCODED_LEN, "{}", bytes.len());
+        assert_eq!(PubRendezvousInfo::decode(&bytes).unwrap(), big);
+        // Too many, an unknown protocol, a duplicate token: refused.
+        let mut b = i.encode();
+        for _ in 0..MAX_LISTENER_ENDPOINTS {
+            b.extend_from_slice(&[0x06, 8, 0, 4, 198, 51, 100, 9, 0x15, 0x6b]);
+        }
+        assert_eq!(
+            PubRendezvousInfo::decode(&b),
+            Err(RendezvousDecodeError::TooManyEndpoints(
+                MAX_LISTENER_ENDPOINTS + 1
+            ))
+        );
+        let mut b = i.encode();
+        b.extend_from_slice(&[0x06, 8, 7, 4, 198, 51, 100, 9, 0x15, 0x6b]);
+        assert_eq!(
+            PubRendezvousInfo::decode(&b),
+            Err(RendezvousDecodeError::UnknownListenerProtocol(7))
+        );
+        let mut b = i.encode();
+        b.extend_from_slice(&[0x06, 3, 0, 4, 1]);
+        assert!(matches!(
+            PubRendezvousInfo::decode(&b),
+            Err(RendezvousDecodeError::FieldLength { field: 6, .. })
+        ));
+        let mut b = i.encode();
+        b.extend_from_slice(&[0x09, 16]);
+        b.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            PubRendezvousInfo::decode(&b),
+            Err(RendezvousDecodeError::DuplicateField(9))
+        );
     }
 
     #[test]

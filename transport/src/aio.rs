@@ -55,6 +55,8 @@ use crate::identity::{Identity, PublicKey};
 use crate::proto::{Opener, RecvBuf, Sealer, Session};
 use crate::utp::aio::{UtpSocket, UtpStream, WeakUtpSocket};
 
+pub use crate::listener_set::ListenerSet;
+
 /// How many plaintext bytes one write seals at most before handing them to
 /// the socket.
 pub(crate) const WRITE_BATCH: usize = 128 * 1024;
@@ -222,7 +224,7 @@ impl Stream {
 
     /// How the stream is carried: [`Path::Direct`](crate::Path::Direct)
     /// when dialled or accepted, [`Path::HolePunched`](crate::Path::HolePunched)
-    /// from a rendezvous.
+    /// or [`Path::Mapped`](crate::Path::Mapped) from a rendezvous.
     pub fn path(&self) -> crate::Path {
         self.path
     }
@@ -363,23 +365,29 @@ fn utp_dial_socket(v4: bool) -> io::Result<UtpSocket> {
     Ok(sock)
 }
 
+/// Opens the carrier to `ep` (TCP connect, or uTP from the shared dialling
+/// socket), no handshake yet. The caller bounds it.
+pub(crate) async fn dial_carrier(ep: &Endpoint) -> Result<Carrier> {
+    Ok(match ep.protocol {
+        Protocol::Tcp => {
+            let io = TcpStream::connect(ep.addr)
+                .await
+                .map_err(|e| Error::io(format!("connecting to {ep}"), e))?;
+            io.set_nodelay(true)
+                .map_err(|e| Error::io(format!("setting TCP_NODELAY on {ep}"), e))?;
+            Carrier::Tcp(io)
+        }
+        Protocol::Utp => {
+            let fail = |e| Error::io(format!("connecting to {ep}"), e);
+            let sock = utp_dial_socket(ep.addr.is_ipv4()).map_err(fail)?;
+            Carrier::Utp(sock.connect(ep.addr).await.map_err(fail)?)
+        }
+    })
+}
+
 async fn connect_one(identity: &Identity, ep: &Endpoint, timeout: Duration) -> Result<Stream> {
     let attempt = async {
-        let mut io = match ep.protocol {
-            Protocol::Tcp => {
-                let io = TcpStream::connect(ep.addr)
-                    .await
-                    .map_err(|e| Error::io(format!("connecting to {ep}"), e))?;
-                io.set_nodelay(true)
-                    .map_err(|e| Error::io(format!("setting TCP_NODELAY on {ep}"), e))?;
-                Carrier::Tcp(io)
-            }
-            Protocol::Utp => {
-                let fail = |e| Error::io(format!("connecting to {ep}"), e);
-                let sock = utp_dial_socket(ep.addr.is_ipv4()).map_err(fail)?;
-                Carrier::Utp(sock.connect(ep.addr).await.map_err(fail)?)
-            }
-        };
+        let mut io = dial_carrier(ep).await?;
         let session = handshake::initiate_async(&mut io, identity, ep, &[], timeout).await?;
         Stream::new(io, session).map_err(|e| Error::io(format!("connected to {ep}"), e))
     };
@@ -491,6 +499,12 @@ pub struct ListenerOptions {
     /// The share of the slots or the queue one source may hold under
     /// pressure. Default 0.25.
     pub source_share: f64,
+    /// When set, each bound socket is also mapped through this context: its
+    /// STUN-learned addresses (NAT-restricted) and its UPnP port mapping
+    /// (not restricted) join the listener's endpoints. The UPnP mappings
+    /// live as long as the listener, renewed at half their lease, and are
+    /// removed when it is dropped. Default none.
+    pub mapping: Option<Arc<nat_traversal::MappingContext>>,
 }
 
 impl Default for ListenerOptions {
@@ -502,6 +516,7 @@ impl Default for ListenerOptions {
             accept_queue: 128,
             pressure: 0.75,
             source_share: 0.25,
+            mapping: None,
         }
     }
 }
@@ -555,6 +570,25 @@ impl ListenerOptions {
         self.accept_queue = n.max(1);
         self
     }
+
+    /// Sets [`mapping`](ListenerOptions::mapping).
+    pub fn mapping(mut self, mc: Arc<nat_traversal::MappingContext>) -> Self {
+        self.mapping = Some(mc);
+        self
+    }
+}
+
+/// One of a listener's endpoints and whether only a peer we punch a hole
+/// with can reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct PublishedEndpoint {
+    /// The endpoint, with our public key.
+    pub endpoint: Endpoint,
+    /// `true` for an address a NAT mapping gave (seen by STUN): it lets in
+    /// only peers we sent to; `false` for a local address, a UPnP port
+    /// mapping, or an address with no NAT in front.
+    pub nat_restricted: bool,
 }
 
 /// A connection that proved itself, waiting for `accept`.
@@ -562,8 +596,27 @@ pub(crate) struct Incoming {
     pub(crate) id: ConnId,
     pub(crate) io: Carrier,
     pub(crate) session: Session,
-    #[allow(dead_code)] // read by rendezvous matching (ListenerSet) later
+    /// The initiator's handshake payload (a rendezvous token, `docs/wire.md`
+    /// §2.2).
     pub(crate) payload: Vec<u8>,
+}
+
+impl Incoming {
+    /// The async stream, its TCP socket moved to the caller's runtime (the
+    /// accept task runs on the shared one) so its I/O is not woken across
+    /// runtimes.
+    pub(crate) fn into_local_stream(self) -> io::Result<Stream> {
+        let io = match self.io {
+            Carrier::Tcp(s) => Carrier::Tcp(s.into_std().and_then(TcpStream::from_std)?),
+            utp => utp,
+        };
+        Stream::new(io, self.session)
+    }
+
+    /// The peer's address, for the log.
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.io.addrs().ok().map(|(p, _)| p)
+    }
 }
 
 /// Accepts encrypted connections, async. See [`crate::Listener`] for the
@@ -579,6 +632,9 @@ pub(crate) struct Incoming {
 pub struct Listener {
     identity: Identity,
     endpoints: Vec<Endpoint>,
+    published: Vec<PublishedEndpoint>,
+    /// UPnP port mappings, removed when the listener is dropped.
+    _mappings: Vec<nat_traversal::IgdMapping>,
     local_addrs: Vec<SocketAddr>,
     admission: Arc<std::sync::Mutex<Admission>>,
     rx: Mutex<mpsc::Receiver<Incoming>>,
@@ -625,8 +681,23 @@ impl Listener {
             });
         }
         let mut sockets = Vec::with_capacity(listen.len());
+        let mut mapped = Vec::new();
+        let mut mappings = Vec::new();
         for le in &listen {
-            sockets.push(Acceptor::bind(le)?);
+            let bound = Acceptor::bind(le, options.mapping.is_some())?;
+            let bound = match &options.mapping {
+                Some(mc) => {
+                    let (bound, report) = bound.map(le, mc).await?;
+                    if let Some(r) = report {
+                        let protocol = bound.protocol();
+                        mapped.extend(r.endpoints.iter().map(|m| (protocol, *m)));
+                        mappings.extend(r.igd_mapping);
+                    }
+                    bound
+                }
+                None => bound,
+            };
+            sockets.push(bound.start(le)?);
         }
         // The core admits at most `accept_queue` streams to the queue, so a
         // send into this channel never waits.
@@ -665,10 +736,44 @@ impl Listener {
             ),
             crust_runtime::handle(),
         );
-        let endpoints = listen_addrs_to_endpoints(&bound, identity.public_key());
+        let key = identity.public_key();
+        let mut published: Vec<PublishedEndpoint> = listen_addrs_to_endpoints(&bound, key)
+            .into_iter()
+            .map(|endpoint| PublishedEndpoint {
+                endpoint,
+                nat_restricted: false,
+            })
+            .collect();
+        for (protocol, m) in mapped {
+            if let Some(p) = published
+                .iter_mut()
+                .find(|p| p.endpoint.protocol == protocol && p.endpoint.addr == m.addr)
+            {
+                // STUN saw the address a UPnP mapping also gives (the NAT
+                // kept the port): anyone can reach it.
+                p.nat_restricted &= m.nat_restricted;
+            } else {
+                log::info!(
+                    "listening on {protocol}://{} too ({})",
+                    m.addr,
+                    if m.nat_restricted {
+                        "NAT-restricted"
+                    } else {
+                        "reachable"
+                    }
+                );
+                published.push(PublishedEndpoint {
+                    endpoint: Endpoint::new(protocol, m.addr, key),
+                    nat_restricted: m.nat_restricted,
+                });
+            }
+        }
+        let endpoints = published.iter().map(|p| p.endpoint).collect();
         Ok(Listener {
             identity: identity.clone(),
             endpoints,
+            published,
+            _mappings: mappings,
             local_addrs,
             admission,
             rx: Mutex::new(rx),
@@ -697,19 +802,7 @@ impl Listener {
     pub async fn accept(&self) -> Result<Stream> {
         loop {
             let inc = self.accept_incoming().await?;
-            // The accept task runs on the shared runtime; move a TCP socket
-            // to the caller's runtime so its I/O is not woken across runtimes.
-            let io = match inc.io {
-                Carrier::Tcp(s) => match s.into_std().and_then(TcpStream::from_std) {
-                    Ok(s) => Carrier::Tcp(s),
-                    Err(e) => {
-                        log::debug!("dropping a connection that failed to move runtimes: {e}");
-                        continue;
-                    }
-                },
-                utp => utp,
-            };
-            match Stream::new(io, inc.session) {
+            match inc.into_local_stream() {
                 Ok(s) => return Ok(s),
                 // The peer left between handshake and accept: take the next.
                 Err(e) => log::debug!("dropping a connection that closed before accept: {e}"),
@@ -718,10 +811,16 @@ impl Listener {
     }
 
     /// The endpoints peers can dial: one per local address (an unspecified
-    /// bind address is expanded to the interfaces' addresses), each with our
-    /// public key.
+    /// bind address is expanded to the interfaces' addresses), then, with a
+    /// [`mapping`](ListenerOptions::mapping) context, the mapped ones, each
+    /// with our public key.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
+    }
+
+    /// The same endpoints, each saying whether it is NAT-restricted.
+    pub fn published_endpoints(&self) -> &[PublishedEndpoint] {
+        &self.published
     }
 
     /// The bound local socket addresses.
@@ -732,6 +831,19 @@ impl Listener {
     /// The identity this listener proves.
     pub fn public_key(&self) -> PublicKey {
         self.identity.public_key()
+    }
+
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The endpoints anyone may dial (not NAT-restricted).
+    pub(crate) fn reachable_endpoints(&self) -> Vec<Endpoint> {
+        self.published
+            .iter()
+            .filter(|p| !p.nat_restricted)
+            .map(|p| p.endpoint)
+            .collect()
     }
 
     /// How many connections hold a handshake slot right now (they have not
@@ -764,8 +876,80 @@ enum Acceptor {
     Utp(UtpSocket),
 }
 
+/// A bound socket not yet accepting (a UDP one is still plain, so STUN can
+/// run over it before uTP takes it).
+enum Bound {
+    Tcp(socket2::Socket),
+    Udp(socket2::Socket),
+}
+
+impl Bound {
+    fn protocol(&self) -> Protocol {
+        match self {
+            Bound::Tcp(_) => Protocol::Tcp,
+            Bound::Udp(_) => Protocol::Utp,
+        }
+    }
+
+    /// Maps the socket through `mc` (STUN, UPnP). A mapping that fails
+    /// leaves the listener with its local endpoints (logged), it does not
+    /// fail the bind.
+    async fn map(
+        self,
+        le: &ListenEndpoint,
+        mc: &nat_traversal::MappingContext,
+    ) -> Result<(Bound, Option<nat_traversal::MappingReport>)> {
+        let fail = |e| Error::io(format!("mapping {le}"), e);
+        let (bound, report) = match self {
+            Bound::Tcp(s) => {
+                let local = s
+                    .local_addr()
+                    .map_err(fail)?
+                    .as_socket()
+                    .ok_or_else(|| fail(io::ErrorKind::InvalidInput.into()))?;
+                let r = nat_traversal::aio::map_tcp(local, mc).await;
+                (Bound::Tcp(s), r)
+            }
+            Bound::Udp(s) => {
+                let udp = tokio::net::UdpSocket::from_std(s.into()).map_err(fail)?;
+                let r = nat_traversal::aio::map_udp(&udp, mc).await;
+                let std = udp.into_std().map_err(fail)?;
+                (Bound::Udp(std.into()), r)
+            }
+        };
+        match report {
+            Ok(r) => Ok((bound, Some(r))),
+            Err(e) => {
+                log::warn!("cannot map the listener socket {le}: {e}");
+                Ok((bound, None))
+            }
+        }
+    }
+
+    /// Starts listening (TCP) or carrying uTP (UDP).
+    fn start(self, le: &ListenEndpoint) -> Result<Acceptor> {
+        let fail = |e| Error::io(format!("binding {le}"), e);
+        match self {
+            Bound::Tcp(sock) => {
+                sock.listen(1024).map_err(fail)?;
+                let _guard = crust_runtime::handle().enter();
+                let l = TcpListener::from_std(sock.into()).map_err(fail)?;
+                let local = l.local_addr().map_err(fail)?;
+                Ok(Acceptor::Tcp(l, local))
+            }
+            Bound::Udp(sock) => {
+                let utp = UtpSocket::from_std(sock.into()).map_err(fail)?;
+                utp.set_listening(true);
+                Ok(Acceptor::Utp(utp))
+            }
+        }
+    }
+}
+
 impl Acceptor {
-    fn bind(le: &ListenEndpoint) -> Result<Acceptor> {
+    /// Binds `le`; `reuse_port` so STUN over TCP can run from the same
+    /// port (mapped listeners).
+    fn bind(le: &ListenEndpoint, reuse_port: bool) -> Result<Bound> {
         let fail = |e| Error::io(format!("binding {le}"), e);
         let domain = socket2::Domain::for_address(le.addr);
         let ty = match le.protocol {
@@ -777,22 +961,18 @@ impl Acceptor {
             sock.set_only_v6(true).map_err(fail)?;
         }
         sock.set_reuse_address(true).map_err(fail)?;
+        #[cfg(unix)]
+        if reuse_port && le.protocol == Protocol::Tcp {
+            sock.set_reuse_port(true).map_err(fail)?;
+        }
+        #[cfg(not(unix))]
+        let _ = reuse_port;
         sock.set_nonblocking(true).map_err(fail)?;
         sock.bind(&le.addr.into()).map_err(fail)?;
-        match le.protocol {
-            Protocol::Tcp => {
-                sock.listen(1024).map_err(fail)?;
-                let _guard = crust_runtime::handle().enter();
-                let l = TcpListener::from_std(sock.into()).map_err(fail)?;
-                let local = l.local_addr().map_err(fail)?;
-                Ok(Acceptor::Tcp(l, local))
-            }
-            Protocol::Utp => {
-                let utp = UtpSocket::from_std(sock.into()).map_err(fail)?;
-                utp.set_listening(true);
-                Ok(Acceptor::Utp(utp))
-            }
-        }
+        Ok(match le.protocol {
+            Protocol::Tcp => Bound::Tcp(sock),
+            Protocol::Utp => Bound::Udp(sock),
+        })
     }
 
     fn protocol(&self) -> Protocol {

@@ -113,6 +113,19 @@ pub enum Error {
     /// No rendezvous attempt gave a stream: each attempt with why.
     #[error(transparent)]
     RendezvousFailed(crate::rendezvous::RendezvousFailure),
+    /// A [`ListenerSet`](crate::ListenerSet) holds listeners of one key;
+    /// this listener proves another.
+    #[error("the listener set's listeners prove {set}; this listener proves {listener}")]
+    ListenerKeyMismatch {
+        /// The set's key.
+        set: crate::identity::PublicKey,
+        /// The listener's key.
+        listener: crate::identity::PublicKey,
+    },
+    /// A [`ListenerSet`](crate::ListenerSet) has its bound of pending
+    /// rendezvous.
+    #[error(transparent)]
+    TooManyPendingRendezvous(crate::rendezvous::tokens::TokenTableFull),
 }
 
 impl Error {
@@ -140,6 +153,8 @@ impl Error {
             Error::Closed(_) => io::ErrorKind::NotConnected,
             Error::InvalidRendezvousInfo(_) => io::ErrorKind::InvalidInput,
             Error::RendezvousFailed(_) => io::ErrorKind::TimedOut,
+            Error::ListenerKeyMismatch { .. } => io::ErrorKind::InvalidInput,
+            Error::TooManyPendingRendezvous(_) => io::ErrorKind::QuotaExceeded,
         }
     }
 }

@@ -14,6 +14,8 @@ use crate::endpoint::Protocol;
 /// let p = Path::Direct(Protocol::Tcp);
 /// assert_eq!(p.protocol(), Protocol::Tcp);
 /// assert_eq!(p.to_string(), "direct over tcp");
+/// let m = Path::Mapped(Protocol::Utp);
+/// assert_eq!(m.to_string(), "to a listener during a rendezvous over utp");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -24,13 +26,18 @@ pub enum Path {
     /// Through a hole punched in both sides' NATs by a rendezvous: uTP
     /// over a punched UDP hole, or a TCP simultaneous open.
     HolePunched(Protocol),
+    /// During a rendezvous, dialled straight to one of the peer's
+    /// listeners (public, or through its UPnP port mapping), whichever
+    /// side dialled: the listener handed the stream to the rendezvous by
+    /// the token in its handshake.
+    Mapped(Protocol),
 }
 
 impl Path {
     /// The carrier protocol under the encryption.
     pub const fn protocol(&self) -> Protocol {
         match self {
-            Path::Direct(p) | Path::HolePunched(p) => *p,
+            Path::Direct(p) | Path::HolePunched(p) | Path::Mapped(p) => *p,
         }
     }
 }
@@ -40,6 +47,7 @@ impl fmt::Display for Path {
         match self {
             Path::Direct(p) => write!(f, "direct over {p}"),
             Path::HolePunched(p) => write!(f, "hole-punched over {p}"),
+            Path::Mapped(p) => write!(f, "to a listener during a rendezvous over {p}"),
         }
     }
 }

@@ -8,12 +8,14 @@ use nat_traversal::{IgdMapping, MappingContext, PrivRendezvousInfo, PubRendezvou
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
+use super::tokens::{self, Token};
 use super::{Attempt, AttemptFailure, RaceCore, Selection};
-use crate::aio::{Carrier, Stream};
+use crate::aio::{Carrier, Incoming, Stream};
 use crate::endpoint::{Endpoint, Protocol};
 use crate::error::{Error, Result};
 use crate::handshake::{self, FirstMessage};
 use crate::identity::{Identity, PublicKey};
+use crate::listener_set::TokenLink;
 use crate::utp::aio::UtpSocket;
 
 /// A rendezvous whose sockets are mapped and whose info is ready to send
@@ -26,6 +28,9 @@ pub struct PreparedRendezvous {
     ours: PrivRendezvousInfo,
     info: PubRendezvousInfo,
     _mappings: Vec<IgdMapping>,
+    /// From a [`ListenerSet`](crate::aio::ListenerSet): our token, and the
+    /// streams our listeners hand over by it.
+    listeners: Option<(TokenLink, tokio::sync::mpsc::Receiver<Incoming>)>,
 }
 
 impl std::fmt::Debug for PreparedRendezvous {
@@ -96,7 +101,25 @@ impl PreparedRendezvous {
                 .into_iter()
                 .flatten()
                 .collect(),
+            listeners: None,
         })
+    }
+
+    /// The same, also publishing our listeners' endpoints with the token
+    /// whose streams `rx` receives.
+    pub(crate) fn with_listeners(
+        mut self,
+        endpoints: Vec<nat_traversal::ListenerEndpoint>,
+        link: TokenLink,
+        rx: tokio::sync::mpsc::Receiver<Incoming>,
+    ) -> PreparedRendezvous {
+        self.info = self.info.with_listeners(endpoints, link.token.0);
+        log::debug!(
+            "rendezvous prepared with listeners {:?}",
+            self.info.listener_endpoints
+        );
+        self.listeners = Some((link, rx));
+        self
     }
 
     /// Our rendezvous info, to send to the peer by any means (its
@@ -106,8 +129,12 @@ impl PreparedRendezvous {
     }
 
     /// Connects to the peer whose info is `theirs`, racing the UDP and TCP
-    /// attempts, within `timeout` (the deadline of the whole race). The
-    /// stream's [`path`](Stream::path) says which won.
+    /// attempts, within `timeout` (the deadline of the whole race). When
+    /// `theirs` lists listener endpoints and a token, a third attempt dials
+    /// them directly; when this rendezvous was prepared by a
+    /// [`ListenerSet`](crate::aio::ListenerSet), the peer's dial to our
+    /// listeners races too. The stream's [`path`](Stream::path) says which
+    /// won.
     ///
     /// # Errors
     ///
@@ -125,7 +152,22 @@ impl PreparedRendezvous {
             ));
         }
         let start = Instant::now();
-        let attempts = [Attempt::UdpPunch, Attempt::TcpPunch];
+        let mut attempts = vec![Attempt::UdpPunch, Attempt::TcpPunch];
+        let their_listeners = match theirs.listener_token {
+            Some(t) if !theirs.listener_endpoints.is_empty() => {
+                attempts.push(Attempt::TheirListener);
+                Some(Token(t))
+            }
+            _ => None,
+        };
+        let (link, our_rx) = match self.listeners {
+            Some((link, rx)) => {
+                link.expect(*their_key.as_bytes(), start + timeout);
+                attempts.push(Attempt::OurListener);
+                (Some(link), Some(rx))
+            }
+            None => (None, None),
+        };
         let mut core = RaceCore::new(&self.info.secret, &theirs.secret, &attempts, start, timeout);
         let initiator = core.is_selector();
         let ctx = AttemptCtx {
@@ -150,6 +192,14 @@ impl PreparedRendezvous {
             let tcp = self.tcp;
             tasks.spawn(async move { (Attempt::TcpPunch, ctx.tcp(tcp).await) });
         }
+        if let Some(token) = their_listeners {
+            let ctx = ctx.clone();
+            tasks.spawn(async move { (Attempt::TheirListener, ctx.their_listener(token).await) });
+        }
+        if let Some(rx) = our_rx {
+            let ctx = ctx.clone();
+            tasks.spawn(async move { (Attempt::OurListener, ctx.our_listener(rx).await) });
+        }
         let mut refusals = JoinSet::new();
         let result = loop {
             // A winner breaks out below with its stream; here only the
@@ -165,7 +215,7 @@ impl PreparedRendezvous {
                         Ok(mut s) if initiator => match core.handle_established(a) {
                             Selection::Select => {
                                 if let Err(e) = select(&mut s, true).await {
-                                    core.handle_failed(a, AttemptFailure::Other(e.to_string()));
+                                    core.handle_failed_at(a, AttemptFailure::Other(e.to_string()), Instant::now());
                                     continue;
                                 }
                                 log::debug!("rendezvous: selected {a}");
@@ -183,15 +233,17 @@ impl PreparedRendezvous {
                         }
                         Err(why) => {
                             log::debug!("rendezvous: {a} failed: {why}");
-                            core.handle_failed(a, why);
+                            core.handle_failed_at(a, why, Instant::now());
                         }
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => core.handle_timeout(Instant::now()),
             }
         };
-        // The losers: their tasks end here, closing their sockets.
+        // The losers: their tasks end here, closing their sockets; our token
+        // leaves the table (a late stream with it is refused).
         tasks.abort_all();
+        drop(link);
         match result {
             Ok((a, s)) => {
                 if !refusals.is_empty() {
@@ -204,7 +256,8 @@ impl PreparedRendezvous {
                         .await;
                     });
                 }
-                Ok(s.with_path(a.path()))
+                let path = a.path(s.protocol());
+                Ok(s.with_path(path))
             }
             Err(f) => Err(Error::RendezvousFailed(f)),
         }
@@ -283,6 +336,117 @@ impl AttemptCtx {
         self.secure(Carrier::Tcp(s), Protocol::Tcp, peer).await
     }
 
+    /// Dials the peer's listener endpoints at once; the first carrier to
+    /// connect runs the handshake (proving the key in their info, carrying
+    /// the token), the others are closed before they send a byte.
+    async fn their_listener(&self, token: Token) -> std::result::Result<Stream, AttemptFailure> {
+        let mut dials = JoinSet::new();
+        for le in &self.theirs.listener_endpoints {
+            let ep = Endpoint {
+                protocol: match le.protocol {
+                    nat_traversal::ListenerProtocol::Tcp => Protocol::Tcp,
+                    nat_traversal::ListenerProtocol::Utp => Protocol::Utp,
+                },
+                addr: le.addr,
+                public_key: self.their_key,
+            };
+            dials.spawn(async move { (ep, crate::aio::dial_carrier(&ep).await) });
+        }
+        let mut last = String::from("no listener endpoint");
+        let (ep, mut io) = loop {
+            match dials.join_next().await {
+                Some(Ok((ep, Ok(io)))) => break (ep, io),
+                Some(Ok((ep, Err(e)))) => last = format!("{ep}: {e}"),
+                Some(Err(_)) => {}
+                None => {
+                    return Err(AttemptFailure::Other(format!(
+                        "no listener endpoint of the peer answered ({last})"
+                    )));
+                }
+            }
+        };
+        dials.abort_all();
+        let payload = tokens::token_payload(&token);
+        let session =
+            match handshake::initiate_async(&mut io, &self.identity, &ep, &payload, self.timeout)
+                .await
+            {
+                Ok(s) => s,
+                Err(Error::PeerKeyMismatch { .. }) => {
+                    return Err(AttemptFailure::WrongKey {
+                        expected: self.their_key,
+                    });
+                }
+                Err(e) => return Err(AttemptFailure::Other(e.to_string())),
+            };
+        log::debug!("rendezvous: reached the peer's listener {ep}");
+        let mut s = Stream::new(io, session).map_err(other("the listener stream"))?;
+        if self.initiator {
+            // We select: first the listener's side says it took the stream
+            // (its token matched), so we never select a stream it closed.
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).await.map_err(|e| {
+                AttemptFailure::Other(format!(
+                    "the peer's listener {ep} did not take our token ({e})"
+                ))
+            })?;
+            if b[0] != 1 {
+                return Err(AttemptFailure::Other(format!(
+                    "the peer's listener {ep} answered {} instead of taking the stream",
+                    b[0]
+                )));
+            }
+            return Ok(s);
+        }
+        self.await_selection(s).await
+    }
+
+    /// Waits for the stream one of our listeners hands over by our token;
+    /// it must prove the key in their info.
+    async fn our_listener(
+        &self,
+        mut rx: tokio::sync::mpsc::Receiver<Incoming>,
+    ) -> std::result::Result<Stream, AttemptFailure> {
+        let inc = rx
+            .recv()
+            .await
+            .ok_or_else(|| AttemptFailure::Other("the listener set was dropped".into()))?;
+        if inc.session.peer() != self.their_key {
+            // Only before connect: from then on the table checks the key.
+            log::warn!(
+                "rendezvous: a stream to our listener holds the key {}, not the one the info named",
+                inc.session.peer()
+            );
+            return Err(AttemptFailure::WrongKey {
+                expected: self.their_key,
+            });
+        }
+        let mut s = inc
+            .into_local_stream()
+            .map_err(other("the stream to our listener"))?;
+        if !self.initiator {
+            // The dialler selects: tell it we took the stream first.
+            select(&mut s, true)
+                .await
+                .map_err(other("acknowledging the stream to our listener"))?;
+        }
+        self.await_selection(s).await
+    }
+
+    /// On the side that does not select, reads the selection byte.
+    async fn await_selection(&self, mut s: Stream) -> std::result::Result<Stream, AttemptFailure> {
+        if !self.initiator {
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)
+                .await
+                .map_err(other("waiting for the peer's selection"))?;
+            if b[0] != 1 {
+                return Err(AttemptFailure::NotSelected);
+            }
+        }
+        Ok(s)
+    }
+
     /// The Noise handshake on a punched carrier (the lower key initiates,
     /// proving `their_key`; the other checks the initiator holds it), then,
     /// on the side that does not select, the selection byte.
@@ -324,16 +488,7 @@ impl AttemptCtx {
             }
             r.session
         };
-        let mut s = Stream::new(io, session).map_err(other("the rendezvous stream"))?;
-        if !self.initiator {
-            let mut b = [0u8; 1];
-            s.read_exact(&mut b)
-                .await
-                .map_err(other("waiting for the peer's selection"))?;
-            if b[0] != 1 {
-                return Err(AttemptFailure::NotSelected);
-            }
-        }
-        Ok(s)
+        let s = Stream::new(io, session).map_err(other("the rendezvous stream"))?;
+        self.await_selection(s).await
     }
 }

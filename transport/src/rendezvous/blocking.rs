@@ -42,6 +42,10 @@ impl Rendezvous {
         Ok(Rendezvous { inner })
     }
 
+    pub(crate) fn from_aio(inner: PreparedRendezvous) -> Rendezvous {
+        Rendezvous { inner }
+    }
+
     /// Our rendezvous info, to send to the peer.
     pub fn info(&self) -> &PubRendezvousInfo {
         self.inner.info()

@@ -21,6 +21,18 @@
 //! which it reads `1`. So both ends keep the same stream; the others are
 //! closed and their sockets released.
 //!
+//! A rendezvous prepared by a [`ListenerSet`](crate::ListenerSet) also
+//! publishes the set's listener endpoints with a one-use token
+//! ([`tokens`]); a peer whose info lists them dials them directly as a
+//! third attempt ([`Attempt::TheirListener`]), carrying the token in its
+//! encrypted handshake, and the set hands that stream to the pending
+//! rendezvous ([`Attempt::OurListener`]), never to `accept`. The stream
+//! must prove the key in the info like any other; its path is
+//! [`Path::Mapped`]. The selection works as on the punched carriers; when
+//! the dialler selects, the listener's side first writes one encrypted
+//! byte `1` ("taken"), so a stream whose token was refused is never
+//! selected.
+//!
 //! When no attempt works, [`Error::RendezvousFailed`](crate::Error::RendezvousFailed) lists each attempt
 //! with why ([`AttemptFailure`]), so a caller can decide to relay.
 //!
@@ -35,11 +47,17 @@ use crate::path::Path;
 
 pub mod aio;
 mod blocking;
+pub mod tokens;
 
 pub use blocking::Rendezvous;
 
 /// The default bound on [`Rendezvous::connect`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a passive attempt ([`Attempt::OurListener`]) still waits once
+/// every active attempt has failed: the peer's dial to our listener may be
+/// under way (bounded by the deadline as well).
+pub const PASSIVE_GRACE: Duration = Duration::from_secs(2);
 
 /// One of the attempts a rendezvous races.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,15 +67,31 @@ pub enum Attempt {
     UdpPunch,
     /// TCP hole punch (simultaneous open).
     TcpPunch,
+    /// We dial one of the peer's listener endpoints (its info lists them,
+    /// with a token), carrying the token in the handshake.
+    TheirListener,
+    /// The peer dials one of our listeners (a rendezvous prepared by a
+    /// [`ListenerSet`](crate::ListenerSet)); the listener hands the stream
+    /// over by its token. Passive: see [`RaceCore`].
+    OurListener,
 }
 
 impl Attempt {
-    /// The path a stream of this attempt takes.
-    pub fn path(self) -> Path {
+    /// The path a stream of this attempt takes over `protocol` (the
+    /// punches' protocol is fixed: uTP for [`UdpPunch`](Self::UdpPunch),
+    /// TCP for [`TcpPunch`](Self::TcpPunch)).
+    pub fn path(self, protocol: crate::Protocol) -> Path {
         match self {
             Attempt::UdpPunch => Path::HolePunched(crate::Protocol::Utp),
             Attempt::TcpPunch => Path::HolePunched(crate::Protocol::Tcp),
+            Attempt::TheirListener | Attempt::OurListener => Path::Mapped(protocol),
         }
+    }
+
+    /// Whether the attempt only waits for the peer (nothing of ours can
+    /// make it fail early): [`OurListener`](Self::OurListener).
+    pub fn is_passive(self) -> bool {
+        matches!(self, Attempt::OurListener)
     }
 }
 
@@ -66,6 +100,8 @@ impl fmt::Display for Attempt {
         f.write_str(match self {
             Attempt::UdpPunch => "UDP punch + uTP",
             Attempt::TcpPunch => "TCP punch",
+            Attempt::TheirListener => "dial to the peer's listener",
+            Attempt::OurListener => "the peer's dial to our listener",
         })
     }
 }
@@ -148,11 +184,20 @@ pub enum Selection {
 
 /// The decisions of one rendezvous, sans IO: the roles from the two keys,
 /// which attempt wins, and the typed failure (see the module docs).
+///
+/// Rules, for every attempt alike: the selecting side selects the first to
+/// finish its handshake with the right key and refuses the later ones;
+/// the other side keeps the one the selector selected; the deadline fails
+/// what still runs. A passive attempt ([`Attempt::is_passive`]: the
+/// peer's dial to our listener) cannot fail by itself, so once every
+/// active attempt has failed it waits at most [`PASSIVE_GRACE`] more.
 #[derive(Debug)]
 pub struct RaceCore {
     selector: bool,
     start: Instant,
     deadline: Instant,
+    /// Set once only passive attempts run: when they give up.
+    passive_until: Option<Instant>,
     running: Vec<Attempt>,
     failures: Vec<(Attempt, AttemptFailure)>,
     winner: Option<Attempt>,
@@ -176,6 +221,7 @@ impl RaceCore {
                 .checked_add(timeout)
                 .unwrap_or(now + Duration::from_secs(86_400)),
             running: attempts.to_vec(),
+            passive_until: None,
             failures: Vec::new(),
             winner: None,
             done: false,
@@ -217,7 +263,17 @@ impl RaceCore {
     }
 
     /// Attempt `a` failed (the selected one too: its selection could not
-    /// be written; then the race goes on with the others).
+    /// be written; then the race goes on with the others), at `now`.
+    pub fn handle_failed_at(&mut self, a: Attempt, why: AttemptFailure, now: Instant) {
+        self.handle_failed(a, why);
+        if !self.done && self.passive_until.is_none() && self.running.iter().all(|x| x.is_passive())
+        {
+            self.passive_until = Some(now + PASSIVE_GRACE);
+        }
+    }
+
+    /// Attempt `a` failed, as [`handle_failed_at`](Self::handle_failed_at)
+    /// without the time (then the passive grace does not start).
     pub fn handle_failed(&mut self, a: Attempt, why: AttemptFailure) {
         if let Some(i) = self.running.iter().position(|x| *x == a) {
             self.running.remove(i);
@@ -234,13 +290,17 @@ impl RaceCore {
 
     /// When to call [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        (!self.done).then_some(self.deadline)
+        let end = match self.passive_until {
+            Some(p) => p.min(self.deadline),
+            None => self.deadline,
+        };
+        (!self.done).then_some(end)
     }
 
     /// Time passes: at the deadline every attempt still running fails as
     /// timed out.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.done && now >= self.deadline {
+        if !self.done && self.poll_timeout().is_some_and(|t| now >= t) {
             for a in std::mem::take(&mut self.running) {
                 self.failures.push((a, AttemptFailure::TimedOut));
             }
@@ -332,6 +392,91 @@ mod tests {
         assert_eq!(f.elapsed, Duration::from_secs(3));
         // Nothing is selected after the end.
         assert_eq!(c.handle_established(Attempt::UdpPunch), Selection::Refuse);
+    }
+
+    const ALL: [Attempt; 4] = [
+        Attempt::UdpPunch,
+        Attempt::TcpPunch,
+        Attempt::TheirListener,
+        Attempt::OurListener,
+    ];
+
+    #[test]
+    fn a_listener_stream_wins_like_any_other() {
+        let (lo, hi) = keys();
+        let t = Instant::now();
+        // We select: the peer's dial to our listener finished first.
+        let mut s = RaceCore::new(&lo, &hi, &ALL, t, DEFAULT_TIMEOUT);
+        assert_eq!(
+            s.handle_established(Attempt::OurListener),
+            Selection::Select
+        );
+        assert_eq!(s.handle_established(Attempt::TcpPunch), Selection::Refuse);
+        assert_eq!(s.outcome(t), Some(Ok(Attempt::OurListener)));
+        // The peer selects: our dial to its listener is the one it chose.
+        let mut o = RaceCore::new(&hi, &lo, &ALL, t, DEFAULT_TIMEOUT);
+        o.handle_failed_at(Attempt::UdpPunch, AttemptFailure::TimedOut, t);
+        assert!(o.handle_selected(Attempt::TheirListener));
+        assert_eq!(o.outcome(t), Some(Ok(Attempt::TheirListener)));
+        assert_eq!(
+            Attempt::TheirListener.path(crate::Protocol::Utp),
+            Path::Mapped(crate::Protocol::Utp)
+        );
+    }
+
+    #[test]
+    fn a_passive_attempt_alone_waits_its_grace_not_the_deadline() {
+        let (lo, hi) = keys();
+        let t = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut c = RaceCore::new(&lo, &hi, &ALL, t, DEFAULT_TIMEOUT);
+        assert!(!Attempt::TheirListener.is_passive() && Attempt::OurListener.is_passive());
+        c.handle_failed_at(Attempt::UdpPunch, AttemptFailure::Other("u".into()), t + s);
+        c.handle_failed_at(
+            Attempt::TcpPunch,
+            AttemptFailure::Other("t".into()),
+            t + 2 * s,
+        );
+        assert_eq!(c.poll_timeout(), Some(t + DEFAULT_TIMEOUT));
+        c.handle_failed_at(
+            Attempt::TheirListener,
+            AttemptFailure::Other("l".into()),
+            t + 3 * s,
+        );
+        // Only the passive one is left: it has PASSIVE_GRACE.
+        assert_eq!(c.poll_timeout(), Some(t + 3 * s + PASSIVE_GRACE));
+        c.handle_timeout(t + 4 * s);
+        assert!(c.outcome(t + 4 * s).is_none());
+        // The peer's dial arrives within the grace: it still wins.
+        let mut w = RaceCore::new(&lo, &hi, &ALL[..], t, DEFAULT_TIMEOUT);
+        for a in &ALL[..3] {
+            w.handle_failed_at(*a, AttemptFailure::TimedOut, t + s);
+        }
+        assert_eq!(
+            w.handle_established(Attempt::OurListener),
+            Selection::Select
+        );
+        assert_eq!(w.outcome(t + 2 * s), Some(Ok(Attempt::OurListener)));
+        // Past the grace the race fails, listing every attempt.
+        c.handle_timeout(t + 3 * s + PASSIVE_GRACE);
+        let f = c.outcome(t + 5 * s).unwrap().unwrap_err();
+        assert_eq!(f.attempts.len(), 4);
+        assert_eq!(
+            f.attempts[3],
+            (Attempt::OurListener, AttemptFailure::TimedOut)
+        );
+        // The grace never outlasts the deadline.
+        let mut d = RaceCore::new(&lo, &hi, &ALL, t, Duration::from_secs(3));
+        for a in &ALL[..3] {
+            d.handle_failed_at(*a, AttemptFailure::TimedOut, t + 2 * s);
+        }
+        assert_eq!(d.poll_timeout(), Some(t + 3 * s));
+        // A race without a passive attempt ends when the last one fails.
+        let mut p = RaceCore::new(&lo, &hi, &ALL[..3], t, DEFAULT_TIMEOUT);
+        for a in &ALL[..3] {
+            p.handle_failed_at(*a, AttemptFailure::TimedOut, t + s);
+        }
+        assert!(p.outcome(t + s).unwrap().is_err());
     }
 
     #[test]
