@@ -7,7 +7,10 @@
 //!   [`proto::Connection`] is one connection: handshake, sequence numbers
 //!   with wrap-around, selective ACK (sent and honoured), fast retransmit,
 //!   RTO as BEP 29 says (RTT and variance, 500 ms floor, back-off, bounded
-//!   retries), LEDBAT with a 100 ms target, receive window, keep-alive,
+//!   retries; RTT samples only from packets sent once and not deemed lost,
+//!   the latest such per ack), LEDBAT with a 100 ms target and, as in
+//!   libutp, slow start again from one packet after a timeout, receive
+//!   window, keep-alive,
 //!   FIN (`eof_pkt`) and RESET, and rendezvous (the initiator sends the
 //!   SYN, the responder accepts only that SYN).
 //! - [`aio`]: the tokio face: [`aio::UtpSocket`] owns one UDP socket and one

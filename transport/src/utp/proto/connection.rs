@@ -269,6 +269,14 @@ struct DelayHist {
     recent_pos: usize,
 }
 
+/// The round-trip sample an ack gives: the shortest of the packets it
+/// newly acks, that is the one sent last. An ack acking older packets too
+/// (their own acks were lost) measures their wait for a later ack, not the
+/// path.
+fn min_sample(cur: Option<Duration>, sample: Duration) -> Option<Duration> {
+    Some(cur.map_or(sample, |c| c.min(sample)))
+}
+
 /// `a < b` on the 32-bit microsecond circle.
 fn ts_less(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
@@ -925,9 +933,13 @@ impl Connection {
                     self.need_resend -= 1;
                 } else {
                     self.cur_window -= p.payload.len();
-                }
-                if p.transmissions == 1 {
-                    rtt_sample = Some(now.saturating_duration_since(p.sent_at));
+                    // Karn's rule, and no sample from a packet deemed lost
+                    // (timeout, holes) but acked before its resend: its
+                    // ack waited for a later one, so it measures the RTO.
+                    if p.transmissions == 1 {
+                        rtt_sample =
+                            min_sample(rtt_sample, now.saturating_duration_since(p.sent_at));
+                    }
                 }
             }
             if p.kind == PacketType::Fin {
@@ -963,9 +975,10 @@ impl Connection {
                         self.need_resend -= 1;
                     } else {
                         self.cur_window -= p.payload.len();
-                    }
-                    if p.transmissions == 1 {
-                        rtt_sample = Some(now.saturating_duration_since(p.sent_at));
+                        if p.transmissions == 1 {
+                            rtt_sample =
+                                min_sample(rtt_sample, now.saturating_duration_since(p.sent_at));
+                        }
                     }
                     progress = true;
                 }
@@ -1251,8 +1264,9 @@ impl Connection {
                 return;
             }
             self.rto = (self.rto * 2).min(self.config.max_rto);
+            // libutp: one packet, then slow start again.
             self.max_window = MIN_WINDOW;
-            self.slow_start = false;
+            self.slow_start = true;
             self.recovery_until = Some(self.seq_nr.wrapping_sub(1));
             for p in self.inflight.iter_mut() {
                 if !p.acked && !p.need_resend {
@@ -1641,6 +1655,37 @@ mod tests {
         );
         assert_eq!(t.a.state(), State::Failed);
         assert_eq!(t.a.read(&mut [0u8; 4]), Some(0));
+    }
+
+    #[test]
+    fn packets_acked_after_a_timeout_give_no_rtt_sample_and_restart_slow_start() {
+        // Issue 16: two packets go out, the first is lost, the ack of the
+        // second is lost. After the RTO the first is resent and its ack
+        // acks both: neither may be an RTT sample (the first was sent
+        // twice, the second waited an RTO for a later ack), or the RTT
+        // grows to the RTO and the RTO with it. The window restarts from
+        // one packet in slow start (libutp).
+        let mut t = pair();
+        let rtt = t.a.rtt().unwrap();
+        t.a.max_window = 10.0 * MIN_WINDOW;
+        t.a.write(&vec![1u8; 2 * MAX_PAYLOAD]);
+        let pkts = out(&mut t.a, t.now, &mut t.buf);
+        assert_eq!(pkts.len(), 2);
+        feed(&mut t.b, t.now, &pkts[1..]);
+        let _lost_ack = out(&mut t.b, t.now, &mut t.buf);
+        let at = t.a.poll_timeout().unwrap();
+        t.a.handle_timeout(at);
+        assert_eq!(t.a.congestion_window(), MAX_PAYLOAD);
+        assert!(t.a.slow_start);
+        let resent = out(&mut t.a, at, &mut t.buf);
+        assert_eq!(resent.len(), 1, "one packet window");
+        let later = at + Duration::from_millis(1);
+        feed(&mut t.b, later, &resent);
+        let ack = out(&mut t.b, later, &mut t.buf);
+        feed(&mut t.a, later, &ack);
+        assert!(t.a.is_flushed());
+        assert_eq!(t.a.rtt(), Some(rtt), "no sample from this exchange");
+        assert_eq!(t.a.rto(), Duration::from_millis(500));
     }
 
     #[test]
