@@ -153,6 +153,18 @@ fn lab_hub_easy_easy() {
 
 #[test]
 #[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_hub_easy_full_cone() {
+    meets_directly("hub_easy_fullcone", Easy, FullCone);
+}
+
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
+fn lab_hub_easy_upnp() {
+    meets_directly("hub_easy_upnp", Easy, EasyUpnp);
+}
+
+#[test]
+#[ignore = "network lab: needs root and CRUST_LAB=1 (see .ci/run)"]
 fn lab_hub_hard_full_cone() {
     meets_directly("hub_hard_fullcone", Hard, FullCone);
 }
