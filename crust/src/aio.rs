@@ -42,6 +42,9 @@ use crate::stream::lock;
 
 /// Messages a sender may queue ahead of the driver.
 const OUT_QUEUE: usize = 16;
+/// How long closing a stream waits for the peer to acknowledge it (uTP:
+/// the ack of our FIN).
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
 /// Messages up to this size go out as one write with their header.
 const COALESCE: usize = 16 * 1024;
 
@@ -806,7 +809,10 @@ async fn run_driver(
                 }
                 Some(Out::Close(ack)) => {
                     let r = Box::pin(write_frame(&mut t, &proto::CLOSE_FRAME, &[])).await;
-                    let _ = t.shutdown().await;
+                    // Over uTP this waits for the peer's ack of our FIN,
+                    // so the close frame is not lost if the process exits
+                    // next; bounded, as a socket linger is.
+                    let _ = tokio::time::timeout(CLOSE_LINGER, t.shutdown()).await;
                     fail("closed: the stream was closed here".into());
                     let _ = ack.send(r.map_err(|e| Error::io(format!("closing the stream to {peer}"), e)));
                     return;

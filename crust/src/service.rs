@@ -943,7 +943,8 @@ async fn admit(mut t: transport::aio::Stream, ctx: &AcceptCtx, peer: Endpoint) -
             let mut out = Vec::new();
             proto::encode_reject(code, &reason, &mut out);
             let _ = t.write_all(&out).await;
-            let _ = t.shutdown().await;
+            // Bounded: over uTP a shutdown waits for the FIN's ack.
+            let _ = tokio::time::timeout(Duration::from_secs(2), t.shutdown()).await;
             return Err(if code == RejectCode::OtherNetwork {
                 Error::OtherNetwork {
                     peer: peer.to_string(),

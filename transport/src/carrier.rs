@@ -51,6 +51,10 @@ fn check_timeout(t: Option<Duration>) -> io::Result<()> {
 }
 
 /// Waits for `f` on the shared runtime, for at most `timeout`.
+/// How long a blocking uTP shutdown with no write timeout waits for the
+/// peer to ack our FIN.
+pub(crate) const UTP_SHUTDOWN_LINGER: Duration = Duration::from_secs(10);
+
 fn wait<T>(timeout: Option<Duration>, f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     crust_runtime::block_on(async move {
         match timeout {
@@ -197,9 +201,20 @@ impl BlockingCarrier {
             BlockingCarrier::Tcp(s) => s.shutdown(how),
             BlockingCarrier::Utp(u) => {
                 if how != Shutdown::Read {
+                    // uTP's shutdown waits for the FIN's ack (see
+                    // `UtpStream`'s `poll_shutdown`): bounded by the write
+                    // timeout, or without one by a linger after which the
+                    // FIN stays queued, resent while the process lives.
                     let t = *lock(&u.write_timeout);
                     let mut w = lock(&u.write);
-                    wait(t, w.shutdown())?;
+                    match wait(Some(t.unwrap_or(UTP_SHUTDOWN_LINGER)), w.shutdown()) {
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut && t.is_none() => {
+                            log::debug!(
+                                "uTP FIN not acked within {UTP_SHUTDOWN_LINGER:?}; still resending"
+                            );
+                        }
+                        other => other?,
+                    }
                 }
                 Ok(())
             }

@@ -995,7 +995,7 @@ impl UtpWriteStream {
 
 impl Drop for UtpWriteStream {
     fn drop(&mut self) {
-        let _ = self.r.poll_shutdown();
+        self.r.close_write();
     }
 }
 
@@ -1034,8 +1034,8 @@ impl AsyncWrite for UtpStream {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.r.poll_shutdown()
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.r.poll_shutdown(cx)
     }
 }
 
@@ -1052,8 +1052,8 @@ impl AsyncWrite for UtpWriteStream {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.r.poll_shutdown()
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.r.poll_shutdown(cx)
     }
 }
 
@@ -1176,13 +1176,44 @@ impl StreamRef {
         Poll::Pending
     }
 
-    fn poll_shutdown(&self) -> Poll<io::Result<()>> {
-        let this = self;
-        if let Some(c) = this.shared.lock().ep.connection_mut(this.h) {
+    /// Asks for our FIN after the data, without waiting.
+    fn close_write(&self) {
+        if let Some(c) = self.shared.lock().ep.connection_mut(self.h) {
             c.close();
         }
+        self.shared.notify.notify_one();
+    }
+
+    /// Sends our FIN after the data, then waits until the peer acked it
+    /// (or the connection failed): with uTP in user space, nothing resends
+    /// once the process is gone, so a shutdown that returned at once would
+    /// let a process exit with its last bytes unsent. Callers that must not
+    /// wait bound it (crust lingers a few seconds; `Drop` only polls once).
+    fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self;
+        let mut g = this.shared.lock();
+        let inner = &mut *g;
+        let Some(c) = inner.ep.connection_mut(this.h) else {
+            return Poll::Ready(Ok(()));
+        };
+        c.close();
+        if c.is_done_sending() {
+            let failed = c.state() == super::proto::State::Failed;
+            let result = match c.error() {
+                Some(e) if failed => Err(e.clone().into()),
+                _ => Ok(()),
+            };
+            return Poll::Ready(result);
+        }
+        if !inner.driver_alive {
+            return Poll::Ready(Err(closed_error()));
+        }
+        if let Some(w) = inner.wakers.get_mut(&this.h) {
+            w.write = Some(cx.waker().clone());
+        }
+        drop(g);
         this.shared.notify.notify_one();
-        Poll::Ready(Ok(()))
+        Poll::Pending
     }
 }
 
