@@ -201,19 +201,7 @@ fn lab_kind_easy_upnp_expires_a_lease_nobody_renews() {
     let (text, ok) = upnpc_add_lease(&p.site, 40000, 3);
     assert!(ok, "{text}");
     let router = p.site.router.as_ref().unwrap().0.clone();
-    let listed = || {
-        router
-            .run(&[
-                "nft",
-                "list",
-                "chain",
-                "inet",
-                "filter",
-                "prerouting_miniupnpd",
-            ])
-            .unwrap()
-            .contains("dport 40000")
-    };
+    let listed = || router.miniupnpd_forwards(40000);
     assert!(listed());
     assert!(
         netlab::lab::wait_until(Duration::from_secs(20), || !listed()),

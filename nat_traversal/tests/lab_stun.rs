@@ -159,34 +159,19 @@ fn lab_upnp_mapping_is_made_and_removed() {
     let r = cmd(&mut a, &format!("map-udp {} igd", w.stun));
     let igd = field(&r, "igd").to_string();
     assert!(igd.starts_with("mapped:"), "{r}");
-    let port = igd.rsplit(':').next().unwrap().to_string();
-    let rules = router
-        .run(&[
-            "nft",
-            "list",
-            "chain",
-            "inet",
-            "filter",
-            "prerouting_miniupnpd",
-        ])
-        .unwrap();
-    assert!(rules.contains(&format!("dport {port}")), "{rules}");
+    let port: u16 = igd.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(
+        router.miniupnpd_forwards(port),
+        "{:?}",
+        router.miniupnpd_rules()
+    );
     // The agent drops the mapping with the socket when it quits.
     assert_eq!(cmd(&mut a, "quit"), "bye");
     a.wait(std::time::Duration::from_secs(10)).unwrap();
-    let rules = router
-        .run(&[
-            "nft",
-            "list",
-            "chain",
-            "inet",
-            "filter",
-            "prerouting_miniupnpd",
-        ])
-        .unwrap();
     assert!(
-        !rules.contains(&format!("dport {port}")),
-        "mapping left after drop: {rules}"
+        !router.miniupnpd_forwards(port),
+        "mapping left after drop: {:?}",
+        router.miniupnpd_rules()
     );
 }
 
@@ -209,20 +194,8 @@ fn lab_upnp_mapping_comes_back_after_miniupnpd_restarts() {
     );
     let igd = field(&r, "igd").to_string();
     assert!(igd.starts_with("mapped:"), "{r}");
-    let port = igd.rsplit(':').next().unwrap().to_string();
-    let mapped = || {
-        router
-            .run(&[
-                "nft",
-                "list",
-                "chain",
-                "inet",
-                "filter",
-                "prerouting_miniupnpd",
-            ])
-            .map(|rules| rules.contains(&format!("dport {port}")))
-            .unwrap_or(false)
-    };
+    let port: u16 = igd.rsplit(':').next().unwrap().parse().unwrap();
+    let mapped = || router.miniupnpd_forwards(port);
     assert!(mapped(), "no rule for port {port} after the mapping");
     w.lab.restart_miniupnpd(&site).unwrap();
     let restarted = std::time::Instant::now();
@@ -275,20 +248,8 @@ fn lab_upnp_lease_is_renewed_while_in_use() {
     let r = cmd(&mut a, &format!("map-udp {} igd lease=3", w.stun));
     let igd = field(&r, "igd").to_string();
     assert!(igd.starts_with("mapped:"), "{r}");
-    let port = igd.rsplit(':').next().unwrap().to_string();
-    let listed = || {
-        router
-            .run(&[
-                "nft",
-                "list",
-                "chain",
-                "inet",
-                "filter",
-                "prerouting_miniupnpd",
-            ])
-            .unwrap()
-            .contains(&format!("dport {port}"))
-    };
+    let port: u16 = igd.rsplit(':').next().unwrap().parse().unwrap();
+    let listed = || router.miniupnpd_forwards(port);
     // Three leases later the mapping is still there: it was renewed.
     std::thread::sleep(std::time::Duration::from_secs(9));
     assert!(listed(), "mapping expired although in use");

@@ -856,6 +856,28 @@ impl Host {
         .map(|_| ())
     }
 
+    /// The port forwards `miniupnpd` keeps on this router (its nft chain
+    /// `prerouting_miniupnpd`), as text.
+    pub fn miniupnpd_rules(&self) -> io::Result<String> {
+        self.run(&[
+            "nft",
+            "list",
+            "chain",
+            "inet",
+            "filter",
+            "prerouting_miniupnpd",
+        ])
+    }
+
+    /// Whether `miniupnpd` on this router forwards external `port` (a rule
+    /// with `dport PORT`, not a longer number); `false` if the chain cannot
+    /// be read.
+    pub fn miniupnpd_forwards(&self, port: u16) -> bool {
+        self.miniupnpd_rules()
+            .map(|rules| forwards_port(&rules, port))
+            .unwrap_or(false)
+    }
+
     /// Turns IPv4 forwarding on (a plain router, no NAT).
     pub fn enable_forwarding(&self) -> io::Result<()> {
         self.sysctl("net.ipv4.ip_forward", "1")
@@ -1002,6 +1024,18 @@ impl Drop for Helper {
     }
 }
 
+/// Whether nft `rules` (as [`Host::miniupnpd_rules`] gives them) hold
+/// `dport PORT` for exactly `port`.
+pub fn forwards_port(rules: &str, port: u16) -> bool {
+    let pat = format!("dport {port}");
+    rules.match_indices(&pat).any(|(i, _)| {
+        !rules[i + pat.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
 /// The kinds of NAT a [`Site`] can sit behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NatKind {
@@ -1138,6 +1172,15 @@ fn router_rules(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwards_port_matches_whole_port_numbers_only() {
+        let rules = "iif \"wan\" th dport 40000 dnat ip to 192.0.2.2:40000\n";
+        assert!(forwards_port(rules, 40000));
+        assert!(!forwards_port(rules, 4000));
+        assert!(!forwards_port(rules, 400));
+        assert!(!forwards_port("", 40000));
+    }
 
     #[test]
     fn subnet_parses_documentation_ranges_only() {

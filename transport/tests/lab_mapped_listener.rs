@@ -24,27 +24,12 @@ fn cmd(h: &mut Helper, line: &str) -> String {
 
 /// The ports miniupnpd forwards (its nft chain), as text.
 fn upnp_rules(router: &Host) -> String {
-    router
-        .run(&[
-            "nft",
-            "list",
-            "chain",
-            "inet",
-            "filter",
-            "prerouting_miniupnpd",
-        ])
-        .unwrap()
+    router.miniupnpd_rules().unwrap()
 }
 
 /// Whether the rules forward `port` (`dport PORT`, not a longer number).
 fn forwards(rules: &str, port: &str) -> bool {
-    let pat = format!("dport {port}");
-    rules.match_indices(&pat).any(|(i, _)| {
-        !rules[i + pat.len()..]
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_digit())
-    })
+    netlab::lab::forwards_port(rules, port.parse().expect("a port number"))
 }
 
 #[test]
