@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use netlab::lab::NatKind::{self, *};
-use netlab::lab::{Helper, IGNORE_REASON, Lab, Site, SiteOptions};
+use netlab::lab::{Helper, IGNORE_REASON, Lab, Site, SiteOptions, field};
 
 /// Bound on each line a process prints (service start, NAT discovery,
 /// bootstrap, the introduction, the rendezvous).
@@ -20,12 +20,6 @@ const TIMEOUT_MS: u64 = 10_000;
 
 fn program() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rendezvous_peer"))
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
 struct World {

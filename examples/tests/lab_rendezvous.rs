@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use netlab::lab::NatKind::{self, *};
-use netlab::lab::{Helper, Host, IGNORE_REASON, Lab, Site, SiteOptions};
+use netlab::lab::{Helper, Host, IGNORE_REASON, Lab, Site, SiteOptions, field};
 
 const T: Duration = Duration::from_secs(40);
 /// The rendezvous timeout the tests give.
@@ -22,12 +22,6 @@ fn agent(host: &Host) -> Helper {
 fn cmd(h: &mut Helper, line: &str) -> String {
     h.send_line(line).expect("send to agent");
     h.recv_line(T).expect("agent answer")
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
 struct World {

@@ -1024,6 +1024,18 @@ impl Drop for Helper {
     }
 }
 
+/// The value of the `key=value` word in a helper's output `line`; panics
+/// (a test helper) with the line when there is none.
+///
+/// ```
+/// assert_eq!(netlab::lab::field("connected path=tcp ms=3", "ms"), "3");
+/// ```
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
 /// Whether nft `rules` (as [`Host::miniupnpd_rules`] gives them) hold
 /// `dport PORT` for exactly `port`.
 pub fn forwards_port(rules: &str, port: u16) -> bool {

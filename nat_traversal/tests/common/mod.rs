@@ -21,11 +21,7 @@ pub fn cmd(h: &mut Helper, line: &str) -> String {
 }
 
 /// The value of `key=` in an agent's answer.
-pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
+pub use netlab::lab::field;
 
 /// A lab with our STUN server (two addresses, RFC 5780) on the internet.
 pub struct World {
